@@ -1,0 +1,587 @@
+"""Read one county return (CSV, XLSX or JSON bytes) into canonical columns of strings.
+
+This is the per-file part of the pipeline: decode the bytes, find the header row, map the
+headers the county wrote onto the contract's canonical names, note the units, split off the
+合计/总计 row and drop blank rows. Values stay strings (or ``None``): typing numbers, dates and
+periods is ``tasks.normalise``'s job, judging them is ``tasks.validate``'s.
+
+A file that cannot be used is not an exception: ``read_return`` returns a ``ParsedReturn``
+whose ``refusal`` says why, in Chinese, for the county clerk.
+
+The public face:
+
+- ``read_return(content, file_name, kind=None) -> ParsedReturn``
+- ``normalise_header(text) -> (base, unit)``
+- ``detect_format(content, file_name) -> "csv" | "xlsx" | "xls" | "json"``
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from operator import itemgetter
+from typing import Any
+
+import pandas as pd
+
+from gaibao.contract import (
+    COLUMNS,
+    KINDS,
+    SHEET_HINTS,
+    TOTAL_ROW_COLUMNS,
+    TOTAL_ROW_MARKERS,
+    UNIT_FACTORS,
+    Column,
+    Refusal,
+)
+
+logger = logging.getLogger(__name__)
+
+# How many rows from the top of a file are searched for the header row.
+HEADER_SCAN_ROWS = 30
+# A header row must match at least this many known headers.
+MIN_HEADER_MATCHES = 2
+# Cell text that means "nothing here" (after stripping).
+NONE_TOKENS: frozenset[str] = frozenset({"", "-", "—", "－", "——", "--", "－－", "–", "―", "――"})
+# Keys under which a JSON platform may wrap its list of records.
+JSON_LIST_KEYS = ("records", "data", "rows", "items", "list", "result", "results")
+
+ROW_NUMBER = "row_number"
+
+
+@dataclass
+class ParsedReturn:
+    """One county file, read: canonical columns of strings, not yet typed or judged.
+
+    ``rows`` and ``total_rows`` have the canonical columns the file has (contract order), every
+    value a ``str`` or ``None``, plus ``row_number`` (int): the row the clerk sees in Excel or
+    their editor (JSON: record index + 1). When ``refusal`` is set both frames are empty.
+    """
+
+    kind: str | None
+    rows: pd.DataFrame
+    total_rows: pd.DataFrame
+    unit_factors: dict[str, float] = field(default_factory=dict)
+    unknown_columns: list[str] = field(default_factory=list)
+    refusal: Refusal | None = None
+    # Where the data came from, for logs and the submission record.
+    file_format: str | None = None  # csv | xlsx | xls | json
+    encoding: str | None = None  # CSV only: utf-8, utf-8-sig, gb18030, utf-16
+    sheet_name: str | None = None  # workbooks only
+    header_row: int | None = None  # the clerk's row number of the header (JSON: None)
+
+    @property
+    def is_refused(self) -> bool:
+        return self.refusal is not None
+
+
+class _Unreadable(Exception):
+    """The bytes cannot be decoded or parsed; carries a short Chinese reason."""
+
+
+# --------------------------------------------------------------------------------------------
+# Headers
+
+
+_BRACKETS = str.maketrans(
+    {"【": "(", "】": ")", "〔": "(", "〕": ")", "[": "(", "]": ")", "﹙": "(", "﹚": ")"}
+)
+_TRAILING_UNIT = re.compile(r"^(.+?)\(([^()]*)\)$")
+
+
+@lru_cache(maxsize=8192)
+def normalise_header(text: str) -> tuple[str, str | None]:
+    """Split a header as a county wrote it into (base, unit), both normalised.
+
+    NFKC folds full-width brackets, colons, letters and digits to half-width (and ``㎡`` to
+    ``m2``); every whitespace (inside too) is removed; the result is lower-cased so that canonical
+    English names match in any case. A trailing bracketed part is the unit::
+
+        normalise_header(" 规划面积 （平方米）")  -> ("规划面积", "平方米")
+        normalise_header("其中：中央资金(元)")     -> ("其中:中央资金", "元")
+        normalise_header("Planned_Area_M2")      -> ("planned_area_m2", None)
+    """
+    folded = "".join(unicodedata.normalize("NFKC", text).split()).translate(_BRACKETS).lower()
+    match = _TRAILING_UNIT.match(folded)
+    if match:
+        return match.group(1), match.group(2) or None
+    return folded, None
+
+
+def _normalise_unit(unit: str) -> str:
+    return normalise_header(unit)[0]
+
+
+# Per canonical unit: normalised unit text -> factor to the canonical unit.
+_UNIT_LOOKUP: dict[str, dict[str, float]] = {
+    canonical: {_normalise_unit(u): f for u, f in units.items()} for canonical, units in UNIT_FACTORS.items()
+}
+
+
+@dataclass(frozen=True)
+class _HeaderIndex:
+    """Normalised header base -> Column, for one kind (or for all kinds, for scanning)."""
+
+    by_base: dict[str, Column]
+
+    def match(self, text: str) -> tuple[Column | None, str | None]:
+        """The column a header names, and the unit it carries (None: none written)."""
+        if not text:
+            return None, None
+        base, unit = normalise_header(text)
+        col = self.by_base.get(base)
+        if col is not None:
+            return col, unit
+        if unit is not None:  # e.g. a header whose brackets are part of an unknown name
+            whole = base + "(" + unit + ")"
+            col = self.by_base.get(whole)
+            if col is not None:
+                return col, None
+        return None, None
+
+
+@cache
+def _header_index(kind: str | None) -> _HeaderIndex:
+    kinds = KINDS if kind is None else (kind,)
+    by_base: dict[str, Column] = {}
+    for k in kinds:
+        for col in COLUMNS[k]:
+            for header in col.all_headers:
+                by_base.setdefault(normalise_header(header)[0], col)
+    return _HeaderIndex(by_base)
+
+
+@cache
+def _distinctive(kind: str) -> frozenset[str]:
+    """Canonical names of a kind that no other kind has (they tell the kinds apart)."""
+    others = {c.name for k in KINDS if k != kind for c in COLUMNS[k]}
+    return frozenset(c.name for c in COLUMNS[kind] if c.name not in others)
+
+
+def _matched_names(header: Sequence[str], kind: str) -> set[str]:
+    index = _header_index(kind)
+    names = set()
+    for text in header:
+        col, _ = index.match(text)
+        if col is not None:
+            names.add(col.name)
+    return names
+
+
+def detect_kind(header: Sequence[str]) -> str | None:
+    """The kind whose columns best match a header row (None if it matches no kind at all).
+
+    Scored by the kind's distinctive columns found (columns no other kind has: ``项目编号``
+    says progress whatever else is missing), then by the share of its required columns found.
+    """
+    best: tuple[int, float] = (0, 0.0)
+    best_kind: str | None = None
+    for kind in KINDS:
+        found = _matched_names(header, kind)
+        required = [c.name for c in COLUMNS[kind] if c.required]
+        score = (len(found & _distinctive(kind)), sum(n in found for n in required) / len(required))
+        if score > best:
+            best, best_kind = score, kind
+    return best_kind
+
+
+def _header_score(cells: Sequence[str], index: _HeaderIndex) -> int:
+    names = set()
+    for cell in cells:
+        if cell and len(cell) <= 60:
+            col, _ = index.match(cell)
+            if col is not None:
+                names.add(col.name)
+    return len(names)
+
+
+def _find_header(grid: Sequence[Sequence[str]], kind: str | None) -> int | None:
+    """Index in ``grid`` of the row matching the most known headers, or None."""
+    index = _header_index(kind)
+    best_i, best_score, misses_after_best = None, MIN_HEADER_MATCHES - 1, 0
+    for i, row in enumerate(grid[:HEADER_SCAN_ROWS]):
+        score = _header_score(row, index)
+        if score > best_score:
+            best_i, best_score, misses_after_best = i, score, 0
+        elif best_i is not None:
+            misses_after_best += 1
+            if misses_after_best >= 3 and best_score >= 3:  # we are in the data now
+                break
+    return best_i
+
+
+# --------------------------------------------------------------------------------------------
+# Cells
+
+
+def _cell_to_str(value: Any) -> str:
+    """A workbook or JSON value as the text the clerk sees (dates ISO, 340321.0 -> 340321)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return ""
+        if value.is_integer():
+            return str(int(value))
+        return format(value, ".15g")  # Excel shows at most 15 significant digits
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()  # a time of day on a date cell is dropped
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Formats
+
+
+def detect_format(content: bytes, file_name: str = "") -> str:
+    """``xlsx`` (zip magic), ``xls`` (OLE2 magic), ``json`` (starts with [ or {), else ``csv``."""
+    head = content[:8]
+    if head.startswith(b"PK\x03\x04"):
+        return "xlsx"
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return "xls"
+    stripped = content[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped[:1] in (b"[", b"{") or file_name.lower().endswith(".json"):
+        return "json"
+    return "csv"
+
+
+def _decode(content: bytes) -> tuple[str, str]:
+    """Text and encoding: UTF-8 (with or without BOM), UTF-16 with BOM, else GB18030 (⊃ GBK)."""
+    if content.startswith(b"\xef\xbb\xbf"):
+        try:
+            return content[3:].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            raise _Unreadable("文件标明为 UTF-8 编码，但内容不是有效的 UTF-8") from exc
+    if content.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return content.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as exc:
+            raise _Unreadable("文件标明为 UTF-16 编码，但内容无法解码") from exc
+    if b"\x00" in content[:4096]:
+        raise _Unreadable("文件含有二进制内容，不是文本表格")
+    try:
+        return content.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return content.decode("gb18030"), "gb18030"
+    except UnicodeDecodeError as exc:
+        raise _Unreadable("文件编码无法识别（既不是 UTF-8，也不是 GBK/GB18030）") from exc
+
+
+def _sniff_delimiter(text: str) -> str:
+    sample = text[:8192]
+    counts = {d: sample.count(d) for d in (",", "\t", ";")}
+    best = max(counts, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
+
+
+def _csv_grid(content: bytes) -> tuple[list[list[str]], list[int], str]:
+    """Records of a CSV file; the clerk's row number of record i is i + 1 (blank lines count)."""
+    text, encoding = _decode(content)
+    try:
+        grid = list(csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text)))
+    except csv.Error as exc:
+        raise _Unreadable(f"CSV 格式错误：{exc}") from exc
+    return grid, list(range(1, len(grid) + 1)), encoding
+
+
+def _choose_sheets(names: list[str], kind: str | None) -> list[str]:
+    """Sheets to try, in order: those whose name hints the kind, then the first, then the rest."""
+    hints = SHEET_HINTS.get(kind, ()) if kind else tuple(h for k in KINDS for h in SHEET_HINTS.get(k, ()))
+    hinted = [n for n in names if any(h in n for h in hints)]
+    return hinted + [n for n in names if n not in hinted]
+
+
+def _workbook_sheets(content: bytes, kind: str | None) -> Iterable[tuple[str, list[list[str]], list[int]]]:
+    """Each candidate sheet as (name, grid of strings, clerk's row numbers)."""
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        book = CalamineWorkbook.from_filelike(io.BytesIO(content))
+    except (CalamineError, ValueError, OSError) as exc:
+        raise _Unreadable("Excel 文件已损坏或加密，无法打开") from exc
+    with book:
+        for name in _choose_sheets(list(book.sheet_names), kind):
+            try:
+                # skip_empty_area=False: the grid starts at A1, so list index i is sheet row i + 1.
+                raw = book.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            except CalamineError as exc:
+                raise _Unreadable(f"工作表“{name}”无法读取") from exc
+            grid = [[c if type(c) is str else _cell_to_str(c) for c in row] for row in raw]
+            yield name, grid, list(range(1, len(grid) + 1))
+
+
+def _json_records(content: bytes) -> list[Any]:
+    text, _ = _decode(content)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Unreadable(f"JSON 格式错误（第 {exc.lineno} 行）") from exc
+    records = _find_record_list(data, depth=0)
+    if records is None:
+        raise _Unreadable("JSON 中没有找到记录列表（应为记录数组，或放在 records/data/rows/items 下）")
+    return records
+
+
+def _find_record_list(data: Any, depth: int) -> list[Any] | None:
+    if isinstance(data, list):
+        return data
+    if not isinstance(data, dict) or depth > 3:
+        return None
+    for key in JSON_LIST_KEYS:
+        if key in data:
+            found = _find_record_list(data[key], depth + 1)
+            if found is not None:
+                return found
+    for value in data.values():  # any other key holding a list of objects
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value[:5]):
+            return value
+    return None
+
+
+def _json_grid(records: list[Any]) -> tuple[list[list[str]], list[int], bool]:
+    """JSON records as a grid whose first row is the header; numbers are record index + 1.
+
+    Returns (grid, numbers, has_header_row): a list of objects makes its own header from the
+    keys (in order of first appearance); a list of lists is a sheet whose header is found.
+    """
+    if records and all(isinstance(r, list) for r in records):
+        grid = [[_cell_to_str(c) for c in r] for r in records]
+        return grid, list(range(1, len(grid) + 1)), False
+    keys: dict[str, None] = {}
+    for rec in records:
+        if not isinstance(rec, dict):
+            raise _Unreadable("JSON 记录应为对象（键为表头）")
+        for key in rec:
+            keys.setdefault(str(key), None)
+    header = list(keys)
+    grid = [header]
+    grid.extend([_cell_to_str(rec.get(k)) for k in header] for rec in records)
+    return grid, [0, *range(1, len(records) + 1)], True
+
+
+# --------------------------------------------------------------------------------------------
+# Assembling the return
+
+
+def _empty_frame(names: Sequence[str] = ()) -> pd.DataFrame:
+    frame = pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
+    frame[ROW_NUMBER] = pd.Series([], dtype="int64")
+    return frame
+
+
+def _refused(kind: str | None, code: str, message_zh: str, **detail: str) -> ParsedReturn:
+    return ParsedReturn(
+        kind=kind,
+        rows=_empty_frame(),
+        total_rows=_empty_frame(),
+        refusal=Refusal(code, message_zh, dict(detail)),
+    )
+
+
+def _known_units(canonical_unit: str) -> str:
+    return "、".join(UNIT_FACTORS[canonical_unit])
+
+
+def _frame(names: list[str], rows: list[list[str | None]], numbers: list[int]) -> pd.DataFrame:
+    if not rows:
+        return _empty_frame(names)
+    columns = list(zip(*rows, strict=True))
+    frame = pd.DataFrame({n: pd.Series(columns[i], dtype=object) for i, n in enumerate(names)})
+    frame[ROW_NUMBER] = pd.Series(numbers, dtype="int64")
+    return frame
+
+
+def _assemble(
+    grid: list[list[str]],
+    numbers: list[int],
+    header_i: int,
+    kind: str | None,
+    file_name: str,
+) -> ParsedReturn:
+    header = grid[header_i]
+    if kind is None:
+        kind = detect_kind(header)
+        if kind is None:  # pragma: no cover - a found header always matches some kind
+            return _refused(None, "NO_HEADER", "未找到表头。", file_name=file_name)
+    index = _header_index(kind)
+
+    picked: dict[str, int] = {}  # canonical -> grid column
+    unit_factors: dict[str, float] = {}
+    unknown: list[str] = []
+    bad_units: list[tuple[str, str, Column]] = []
+    for j, text in enumerate(header):
+        text = text.strip()
+        if not text:
+            continue
+        col, unit = index.match(text)
+        if col is None or col.name in picked:
+            unknown.append(text)
+            continue
+        picked[col.name] = j
+        if unit is None or col.unit is None:  # no unit written, or a note on a unitless column
+            continue
+        factor = _UNIT_LOOKUP[col.unit].get(_normalise_unit(unit))
+        if factor is None:
+            bad_units.append((text, unit, col))
+        elif factor != 1.0:
+            unit_factors[col.name] = factor
+
+    if bad_units:
+        parts = [
+            f"“{h}”中的单位“{u}”（该列应为{c.unit}，可用：{_known_units(c.unit)}）" for h, u, c in bad_units
+        ]
+        return _refused(
+            kind,
+            "UNKNOWN_UNIT",
+            "表头单位无法识别：" + "；".join(parts) + "。请改正表头的单位后重新报送。",
+            file_name=file_name,
+            headers="|".join(h for h, _, _ in bad_units),
+            units="|".join(u for _, u, _ in bad_units),
+        )
+
+    missing = [c for c in COLUMNS[kind] if c.required and c.name not in picked]
+    if missing:
+        return _refused(
+            kind,
+            "MISSING_COLUMN",
+            "缺少必填列：" + "、".join(c.label_zh for c in missing) + "。请按模板补齐这些列后重新报送。",
+            file_name=file_name,
+            columns=",".join(c.name for c in missing),
+        )
+
+    names = [c.name for c in COLUMNS[kind] if c.name in picked]  # contract order
+    getter = itemgetter(*(picked[n] for n in names))
+    single = len(names) == 1
+    width = max(picked.values()) + 1
+    total_at = [names.index(n) for n in TOTAL_ROW_COLUMNS.get(kind, ()) if n in picked]
+    # A 合计 in the first column of the sheet counts too when that column is not a contract column
+    # (typically 序号), as clerks often write it there.
+    first_j = next((j for j, text in enumerate(header) if text.strip()), 0)
+    first_unknown = first_j not in picked.values()
+
+    none_tokens = NONE_TOKENS
+    data_rows: list[list[str | None]] = []
+    data_numbers: list[int] = []
+    total_rows: list[list[str | None]] = []
+    total_numbers: list[int] = []
+    for number, row in zip(numbers[header_i + 1 :], grid[header_i + 1 :], strict=True):
+        if len(row) < width:
+            row = row + [""] * (width - len(row))
+        cells = (getter(row),) if single else getter(row)
+        values = [None if (s := c.strip()) in none_tokens else s for c in cells]
+        if not any(values):
+            continue  # blank row (or one with text only outside the contract's columns)
+        is_total = any(
+            values[i] is not None and any(m in values[i] for m in TOTAL_ROW_MARKERS) for i in total_at
+        ) or (first_unknown and any(m in row[first_j] for m in TOTAL_ROW_MARKERS))
+        if is_total:
+            total_rows.append(values)
+            total_numbers.append(number)
+        else:
+            data_rows.append(values)
+            data_numbers.append(number)
+
+    if not data_rows:
+        return _refused(kind, "EMPTY", "文件有表头但没有数据行。请填写数据后重新报送。", file_name=file_name)
+
+    return ParsedReturn(
+        kind=kind,
+        rows=_frame(names, data_rows, data_numbers),
+        total_rows=_frame(names, total_rows, total_numbers),
+        unit_factors=unit_factors,
+        unknown_columns=unknown,
+        header_row=numbers[header_i] or None,
+    )
+
+
+_NO_HEADER_MSG = (
+    "未找到表头：文件前 {n} 行中没有一行含有模板的列名（如“区划代码”“学校标识码”“项目编号”）。"
+    "请使用模板的表头后重新报送。"
+)
+
+
+def read_return(content: bytes, file_name: str, kind: str | None = None) -> ParsedReturn:
+    """Read one county file into canonical string columns; never raises on bad content.
+
+    ``kind`` (progress, funding, plan) is detected from the header when None. The file format is
+    detected from the bytes (and the name, for JSON); CSV encodings are detected too.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    fmt = detect_format(content, file_name)
+    encoding: str | None = None
+    sheet: str | None = None
+    try:
+        if fmt in ("xlsx", "xls"):
+            result = None
+            for name, grid, numbers in _workbook_sheets(content, kind):
+                header_i = _find_header(grid, kind)
+                if header_i is not None:
+                    result = _assemble(grid, numbers, header_i, kind, file_name)
+                    result.header_row = numbers[header_i]
+                    sheet = name
+                    break
+            if result is None:
+                result = _refused(
+                    kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name
+                )
+        elif fmt == "json":
+            grid, numbers, has_header = _json_grid(_json_records(content))
+            header_i = 0 if has_header else _find_header(grid, kind)
+            if header_i is not None and _header_score(grid[header_i], _header_index(kind)) < 1:
+                header_i = None
+            if header_i is None:
+                result = _refused(
+                    kind,
+                    "NO_HEADER",
+                    "JSON 记录的键不是模板的列名。请使用模板的列名后重新报送。",
+                    file_name=file_name,
+                )
+            else:
+                result = _assemble(grid, numbers, header_i, kind, file_name)
+        else:
+            grid, numbers, encoding = _csv_grid(content)
+            header_i = _find_header(grid, kind)
+            if header_i is None:
+                result = _refused(
+                    kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name
+                )
+            else:
+                result = _assemble(grid, numbers, header_i, kind, file_name)
+    except _Unreadable as exc:
+        logger.info("unreadable %s: %s", file_name, exc)
+        result = _refused(
+            kind,
+            "UNREADABLE",
+            f"文件无法读取：{exc}。请用 Excel 或 WPS 另存为 .xlsx，或 UTF-8 编码的 .csv，然后重新报送。",
+            file_name=file_name,
+        )
+    result.file_format = fmt
+    result.encoding = encoding
+    result.sheet_name = sheet
+    if result.refusal is not None:
+        logger.info("refused %s: %s", file_name, result.refusal)
+    return result
