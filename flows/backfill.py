@@ -1,0 +1,26 @@
+"""Backfill: re-run a range of periods in order, for all or some counties."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import ingest_one_period
+from gaibao.settings import get_settings
+from tasks import steps
+from tasks.ingest import RunSummary, period_range
+
+
+@flow(name="backfill", log_prints=False)
+def backfill(start: str, end: str, counties: list[str] | None = None, force: bool = False) -> dict:
+    """Ingest every period from ``start`` to ``end`` in order (cross-period rules depend on it).
+
+    ``force`` re-judges the archived files of each period with today's rules.
+    """
+    settings = get_settings()
+    periods = period_range(start, end)
+    wh = steps.prepare_warehouse(settings)
+    summary = RunSummary(flow="backfill", periods=periods)
+    for period in periods:
+        ingest_one_period(wh, settings, period, counties, force, summary)
+    steps.refresh_marts(wh, periods[0])
+    return steps.publish_summary(summary)

@@ -1,0 +1,27 @@
+"""The nightly ingest: collect last month's county returns, judge them, load what passes."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.common import ingest_one_period
+from gaibao.settings import get_settings
+from tasks import steps
+from tasks.ingest import RunSummary, default_period
+from tasks.notify import notify_failure
+
+
+@flow(name="nightly-ingest", on_failure=[notify_failure], log_prints=False)
+def nightly_ingest(period: str | None = None, counties: list[str] | None = None) -> dict:
+    """Ingest ``period`` (default: the previous month in Asia/Shanghai) for all or some counties."""
+    settings = get_settings()
+    period = period or default_period(tz=settings.timezone)
+    wh = steps.prepare_warehouse(settings)
+    summary = RunSummary(flow="nightly-ingest", periods=[period])
+    ingest_one_period(wh, settings, period, counties, False, summary)
+    steps.refresh_marts(wh, period)
+    return steps.publish_summary(summary)
+
+
+if __name__ == "__main__":
+    nightly_ingest()

@@ -1,0 +1,165 @@
+"""The ``gaibao`` command.
+
+Quick commands (``check``, ``status``) never import Prefect, and ``status`` never imports Great
+Expectations: a clerk's pre-check answers in about a second. Commands that run flows import
+``flows`` lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="gaibao: 全面改薄 county returns — ingest, check, load, report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+plan_app = typer.Typer(help="The five-year plan reference (全面改薄五年规划).", no_args_is_help=True)
+db_app = typer.Typer(help="Warehouse schema (Alembic migrations).", no_args_is_help=True)
+rules_app = typer.Typer(help="The rules (expectations/): versions and impact of a change.", no_args_is_help=True)
+app.add_typer(plan_app, name="plan")
+app.add_typer(db_app, name="db")
+app.add_typer(rules_app, name="rules")
+
+PeriodOpt = Annotated[str, typer.Option("--period", "-p", help="报告期 YYYY-MM")]
+CountyOpt = Annotated[
+    Optional[list[str]], typer.Option("--county", "-c", help="县区代码; repeat for several")  # noqa: UP007
+]
+
+
+def _quiet_runtime() -> None:
+    """Silence Prefect's temporary server and GX progress bars unless the user asked for more."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _echo_summary(summary: dict) -> None:
+    totals = summary.get("totals", {})
+    typer.echo(
+        f"periods {', '.join(summary.get('periods', []))}: files {totals.get('files_seen', 0)}, "
+        f"accepted {totals.get('accepted', 0)}, refused {totals.get('refused', 0)}, "
+        f"duplicates {totals.get('duplicates', 0)}, rows accepted {totals.get('rows_accepted', 0)}, "
+        f"rows rejected {totals.get('rows_rejected', 0)}"
+    )
+    for county in summary.get("unreachable", []):
+        typer.echo(f"  unreachable source: {county}", err=True)
+
+
+def _exit_for(summary: dict) -> None:
+    # Refusal is an outcome, not a failure; an unreachable source is a failure of the run.
+    raise typer.Exit(code=2 if summary.get("unreachable") else 0)
+
+
+@app.command()
+def ingest(
+    period: PeriodOpt,
+    county: CountyOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
+) -> None:
+    """Run the nightly ingest flow for one period (默认上月)."""
+    _quiet_runtime()
+    from flows.nightly import nightly_ingest
+
+    summary = nightly_ingest(period=period, counties=county or None)
+    typer.echo(json.dumps(summary, ensure_ascii=False, indent=2)) if json_out else _echo_summary(summary)
+    _exit_for(summary)
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option("--start", help="first period YYYY-MM")],
+    end: Annotated[str, typer.Option("--end", help="last period YYYY-MM")],
+    county: CountyOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="re-judge archived files with today's rules")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-run a range of periods in order (cross-period rules depend on the order)."""
+    _quiet_runtime()
+    from flows.backfill import backfill as backfill_flow
+
+    summary = backfill_flow(start=start, end=end, counties=county or None, force=force)
+    typer.echo(json.dumps(summary, ensure_ascii=False, indent=2)) if json_out else _echo_summary(summary)
+    _exit_for(summary)
+
+
+@app.command()
+def status(period: PeriodOpt, county: CountyOpt = None) -> None:
+    """The expected-returns register: who sent what, accepted or refused and why, late, or missing."""
+    from tasks.register import format_register, returns_register
+    from warehouse.store import Warehouse
+
+    wh = Warehouse.from_settings()
+    register = returns_register(wh, period, counties=county or None)
+    typer.echo(format_register(register, period))
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the county's return file")],
+    county: Annotated[Optional[str], typer.Option("--county", "-c")] = None,  # noqa: UP007
+    period: Annotated[Optional[str], typer.Option("--period", "-p")] = None,  # noqa: UP007
+) -> None:
+    """A clerk's pre-check with the same rules: prints every finding, writes nothing; exit 1 on errors."""
+    from tasks.check import check_file, format_check
+
+    result = check_file(file, county_code=county, period=period)
+    typer.echo(format_check(result))
+    raise typer.Exit(code=1 if result.has_errors else 0)
+
+
+@plan_app.command("load")
+def plan_load(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    cycle: Annotated[Optional[str], typer.Option("--cycle", help="规划期, when the file has none")] = None,  # noqa: UP007
+) -> None:
+    """Load the five-year plan reference (ref_plan)."""
+    from tasks.plan import load_plan_file
+    from warehouse.store import Warehouse
+
+    wh = Warehouse.from_settings()
+    wh.upgrade()
+    outcome = load_plan_file(wh, file, default_cycle=cycle)
+    typer.echo(outcome.message)
+    raise typer.Exit(code=0 if outcome.ok else 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the Alembic migrations to GAIBAO_WAREHOUSE_URL."""
+    from warehouse.store import Warehouse
+
+    wh = Warehouse.from_settings()
+    wh.upgrade()
+    from sqlalchemy.engine import make_url
+
+    typer.echo(f"warehouse at head: {make_url(wh.engine.url).render_as_string(hide_password=True)}")
+
+
+@app.command()
+def demo(
+    home: Annotated[Optional[Path], typer.Option("--home", help="GAIBAO_HOME for the demo")] = None,  # noqa: UP007
+) -> None:
+    """Generate the demo returns, run the whole pipeline on the embedded default, print where it went."""
+    _quiet_runtime()
+    if home is not None:
+        os.environ["GAIBAO_HOME"] = str(home)
+    from gaibao.demo_run import run_demo
+
+    code = run_demo(echo=typer.echo)
+    raise typer.Exit(code=code)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,359 @@
+"""Plain functions that organise one ingest run: which counties, which period, which files.
+
+No Prefect here: `tasks/steps.py` wraps these as tasks and `flows/` wires them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from gaibao.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def default_period(now: datetime | None = None, tz: str = "Asia/Shanghai") -> str:
+    """The previous calendar month in ``tz``: the period a nightly run collects."""
+    local = (now or datetime.now(ZoneInfo(tz))).astimezone(ZoneInfo(tz))
+    year, month = (local.year, local.month - 1) if local.month > 1 else (local.year - 1, 12)
+    return f"{year:04d}-{month:02d}"
+
+
+def period_range(start: str, end: str) -> list[str]:
+    """Every period from ``start`` to ``end`` inclusive, in order."""
+    first, last = pd.Period(start, "M"), pd.Period(end, "M")
+    if last < first:
+        raise ValueError(f"end {end} is before start {start}")
+    return [str(p) for p in pd.period_range(first, last, freq="M")]
+
+
+def chunked(items: Sequence[str], max_chunks: int = 100, min_size: int = 1) -> list[list[str]]:
+    """Split ``items`` into at most ``max_chunks`` contiguous chunks of near-equal size.
+
+    Prefect costs ~9 ms per task run: a task per county is 25 s at national scale, so the
+    fetch-and-read step maps over chunks of counties instead.
+    """
+    if not items:
+        return []
+    n = max(1, min(max_chunks, len(items) // max(1, min_size)))
+    size, extra = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        out.append(list(items[start:end]))
+        start = end
+    return [c for c in out if c]
+
+
+@dataclass
+class CountyOutcome:
+    """What one county's part of a run came to (one row of the run summary)."""
+
+    county_code: str
+    files_seen: int = 0
+    accepted: int = 0
+    refused: int = 0
+    duplicates: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    unreachable: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """The outcome of an ingest or backfill run, returned by the flows and shown by the CLI."""
+
+    flow: str
+    periods: list[str]
+    counties: dict[str, CountyOutcome] = field(default_factory=dict)
+    by_period: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def county(self, code: str) -> CountyOutcome:
+        if code not in self.counties:
+            self.counties[code] = CountyOutcome(code)
+        return self.counties[code]
+
+    @property
+    def unreachable(self) -> list[str]:
+        return sorted(c for c, o in self.counties.items() if o.unreachable)
+
+    def totals(self) -> dict[str, int]:
+        keys = ("files_seen", "accepted", "refused", "duplicates", "rows_accepted", "rows_rejected")
+        return {k: sum(getattr(o, k) for o in self.counties.values()) for k in keys}
+
+    def table(self) -> list[dict[str, object]]:
+        """Per county: files seen, accepted, refused, rows accepted and rejected (the run artifact)."""
+        return [
+            {
+                "county_code": o.county_code,
+                "files_seen": o.files_seen,
+                "accepted": o.accepted,
+                "refused": o.refused,
+                "duplicates": o.duplicates,
+                "rows_accepted": o.rows_accepted,
+                "rows_rejected": o.rows_rejected,
+                "unreachable": o.unreachable or "",
+            }
+            for o in sorted(self.counties.values(), key=lambda o: o.county_code)
+        ]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "flow": self.flow,
+            "periods": self.periods,
+            "totals": self.totals(),
+            "unreachable": self.unreachable,
+            "by_period": self.by_period,
+            "counties": self.table(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), ensure_ascii=False, indent=2)
+
+
+def merge_counties(*groups: Iterable[str]) -> list[str]:
+    return sorted({c for g in groups for c in g})
+
+
+@dataclass
+class Fetched:
+    """One received payload, archived and read (``parsed`` is None when it was a known duplicate)."""
+
+    received: object  # tasks.sources.Received
+    sha256: str
+    parsed: object | None  # tasks.read.ParsedReturn
+    duplicate_of: str | None = None
+
+
+@dataclass
+class ChunkResult:
+    """What the fetch-and-read step returns for one chunk of counties."""
+
+    fetched: list[Fetched]
+    unreachable: dict[str, str]  # county_code -> reason (Chinese)
+    seen: list[str]  # counties asked for
+
+
+def fetch_and_read(
+    counties: Sequence[str],
+    period: str,
+    settings: Settings,
+    known: frozenset[tuple[str, str]] = frozenset(),
+) -> ChunkResult:
+    """Fetch a chunk of counties' returns for ``period``, archive every payload, read the new ones.
+
+    ``known`` holds (county_code, sha256) pairs already judged under the current rules: such
+    payloads are archived (a no-op, content-addressed) but not read again.
+    """
+    from tasks.read import read_return
+    from tasks.sources import fetch_all, load_source_config
+    from warehouse.archive import Archive
+
+    archive = Archive(settings.archive_dir)
+    config = load_source_config(settings.sources)
+    outcomes = fetch_all(list(counties), period, settings, config)
+    fetched: list[Fetched] = []
+    unreachable: dict[str, str] = {}
+    for outcome in outcomes:
+        if outcome.error is not None:
+            unreachable[outcome.county_code] = str(getattr(outcome.error, "message_zh", outcome.error))
+        for rec in outcome.received:
+            sha = archive.put(rec.content)
+            if (rec.county_code, sha) in known:
+                fetched.append(Fetched(rec, sha, None, duplicate_of=sha))
+                continue
+            parsed = read_return(rec.content, rec.file_name, rec.kind)
+            fetched.append(Fetched(rec, sha, parsed))
+    return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties))
+
+
+def seed_divisions(warehouse) -> None:
+    """Load the bundled Anhui division codes when the warehouse has none yet."""
+    from gaibao.divisions import bundled_divisions
+
+    count = warehouse.query("SELECT COUNT(*) AS n FROM ref_division")["n"].iloc[0]
+    if int(count) == 0:
+        warehouse.load_divisions(bundled_divisions())
+
+
+@dataclass
+class RunPlan:
+    period: str
+    counties: list[str]
+    chunks: list[list[str]]
+    known: frozenset[tuple[str, str]]  # (county_code, sha256) already judged under today's rules
+    archived: list[dict[str, object]]  # force: earlier submissions to re-judge from the archive
+    rules_version: str
+
+
+def plan_run(warehouse, settings: Settings, period: str, counties: Sequence[str] | None, force: bool) -> RunPlan:
+    """Decide the counties of a run and what is already known."""
+    from tasks.sources import list_inbox_counties, load_source_config
+    from tasks.validate import rules_version
+
+    version = rules_version()
+    if counties:
+        chosen = sorted(set(counties))
+    else:
+        config = load_source_config(settings.sources)
+        known_counties = warehouse.query(
+            "SELECT county_code FROM ref_plan UNION SELECT county_code FROM submission"
+        )["county_code"].tolist()
+        chosen = merge_counties(known_counties, list_inbox_counties(settings), config.keys())
+    subs = warehouse.query(
+        "SELECT submission_id, kind, county_code, period, source, file_name, sha256, received_at, "
+        "status, rules_version FROM submission WHERE period = :period",
+        {"period": period},
+    )
+    subs = subs[subs["county_code"].isin(chosen)]
+    if force:
+        known: frozenset[tuple[str, str]] = frozenset()
+        archived = (
+            subs.sort_values("received_at").drop_duplicates(["county_code", "sha256"], keep="first").to_dict("records")
+        )
+    else:
+        current = subs[subs["rules_version"] == version]
+        known = frozenset(zip(current["county_code"], current["sha256"], strict=True))
+        archived = []
+    return RunPlan(period, chosen, chunked(chosen, max_chunks=100, min_size=25), known, archived, version)
+
+
+@dataclass
+class Judged:
+    """The judged returns of one period, per kind, ready to load."""
+
+    period: str
+    by_kind: dict[str, object]  # kind -> tasks.judge.Judgement
+    duplicates: list[Fetched]
+    unreachable: dict[str, str]
+
+
+def _reread_archived(settings: Settings, archived: list[dict[str, object]], period: str) -> list[Fetched]:
+    """Rebuild received payloads from the archive (backfill --force re-judges them with today's rules)."""
+    from tasks.read import read_return
+    from tasks.sources import Received
+    from warehouse.archive import Archive
+
+    archive = Archive(settings.archive_dir)
+    out = []
+    for row in archived:
+        content = archive.get(str(row["sha256"]))
+        received_at = pd.Timestamp(row["received_at"])
+        if received_at.tzinfo is None:
+            received_at = received_at.tz_localize("UTC")
+        rec = Received(
+            county_code=str(row["county_code"]),
+            period=period,
+            kind=str(row["kind"]) if row["kind"] in ("progress", "funding") else None,
+            file_name=str(row["file_name"]),
+            content=content,
+            source=str(row["source"]),
+            received_at=received_at.to_pydatetime(),
+        )
+        out.append(Fetched(rec, str(row["sha256"]), read_return(content, rec.file_name, rec.kind)))
+    return out
+
+
+def judge_period(
+    warehouse, settings: Settings, period: str, chunks: list[ChunkResult], archived: list[dict[str, object]]
+) -> Judged:
+    """Judge every new payload of ``period``: one batch (one validation call) per return kind."""
+    from tasks.judge import Candidate, judge_batch
+
+    fetched = [f for c in chunks for f in c.fetched]
+    unreachable = {k: v for c in chunks for k, v in c.unreachable.items()}
+    duplicates = [f for f in fetched if f.parsed is None]
+    fresh = [f for f in fetched if f.parsed is not None]
+    if archived:
+        seen = {(f.received.county_code, f.sha256) for f in fresh}
+        fresh += [f for f in _reread_archived(settings, archived, period) if (f.received.county_code, f.sha256) not in seen]
+    fresh.sort(key=lambda f: (f.received.received_at, f.received.file_name))
+
+    known_counties = set(warehouse.query("SELECT county_code FROM ref_division")["county_code"])
+    by_kind: dict[str, list] = {}
+    for f in fresh:
+        kind = getattr(f.parsed, "kind", None) or f.received.kind or "progress"
+        by_kind.setdefault(kind, []).append(
+            Candidate(
+                kind=kind,
+                county_code=f.received.county_code,
+                period=period,
+                file_name=f.received.file_name,
+                sha256=f.sha256,
+                source=f.received.source,
+                received_at=f.received.received_at,
+                parsed=f.parsed,
+            )
+        )
+    judgements = {}
+    for kind, candidates in by_kind.items():
+        counties = sorted({c.county_code for c in candidates})
+        previous = warehouse.previous_rows(kind, period, counties)
+        judgement = judge_batch(
+            kind, candidates, previous, known_counties, due_day=settings.due_day, tz=settings.timezone
+        )
+        judgements[kind] = keep_newest_accepted(judgement)
+    return Judged(period, judgements, duplicates, unreachable)
+
+
+def keep_newest_accepted(judgement):
+    """Within one batch, the newest accepted file of a county and period supersedes the others."""
+    subs = judgement.submissions
+    if subs.empty:
+        return judgement
+    accepted = subs[subs["status"] == "accepted"].sort_values("received_at")
+    older = accepted[accepted.duplicated(["county_code", "period"], keep="last")]["submission_id"]
+    if older.empty:
+        return judgement
+    subs = subs.copy()
+    subs.loc[subs["submission_id"].isin(older), "status"] = "superseded"
+    facts = judgement.facts[~judgement.facts["submission_id"].isin(older)]
+    return type(judgement)(submissions=subs, facts=facts, issues=judgement.issues)
+
+
+def load_judged(warehouse, judged: Judged) -> dict[str, int]:
+    """Load each kind's batch (each all or nothing) and count what went in."""
+    counts = {"submissions": 0, "rows": 0}
+    for kind, judgement in judged.by_kind.items():
+        warehouse.load_batch(judgement.submissions, judgement.facts, judgement.issues, kind)
+        counts["submissions"] += len(judgement.submissions)
+        counts["rows"] += len(judgement.facts)
+    return counts
+
+
+def summarise_period(summary: RunSummary, plan: RunPlan, judged: Judged) -> None:
+    """Fold one period's outcome into the run summary."""
+    period_counts = {"files_seen": 0, "accepted": 0, "refused": 0, "duplicates": 0, "rows_accepted": 0, "rows_rejected": 0}
+    for county in plan.counties:
+        summary.county(county)
+    for county, reason in judged.unreachable.items():
+        summary.county(county).unreachable = reason
+    for dup in judged.duplicates:
+        o = summary.county(dup.received.county_code)
+        o.files_seen += 1
+        o.duplicates += 1
+        period_counts["files_seen"] += 1
+        period_counts["duplicates"] += 1
+    for judgement in judged.by_kind.values():
+        for row in judgement.submissions.itertuples(index=False):
+            o = summary.county(row.county_code)
+            o.files_seen += 1
+            period_counts["files_seen"] += 1
+            if row.status == "refused":
+                o.refused += 1
+                period_counts["refused"] += 1
+            else:
+                o.accepted += 1
+                period_counts["accepted"] += 1
+            o.rows_accepted += int(row.rows_accepted or 0)
+            o.rows_rejected += int(row.rows_rejected or 0)
+            period_counts["rows_accepted"] += int(row.rows_accepted or 0)
+            period_counts["rows_rejected"] += int(row.rows_rejected or 0)
+    summary.by_period[plan.period] = period_counts
