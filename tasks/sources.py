@@ -1,0 +1,1176 @@
+"""County sources: where a county's return comes from, and how it is fetched.
+
+A source delivers ``Received`` payloads (raw bytes plus where and when they came from) for one
+county and one period. Nothing here reads or judges the bytes; ``tasks.read`` does that.
+
+Sources
+- ``FolderSource``: a folder (local or any fsspec URL); the default is
+  ``$GAIBAO_HOME/inbox/<county_code>/``. A file belongs to period P when its *name* carries P.
+- ``HttpSource``: a county web platform serving JSON records, optionally paginated.
+- ``SftpSource``: a folder on an SFTP server (asyncssh), same naming rule as folders.
+- ``DatabaseSource``: a SQL query against a county database (SQLAlchemy URL).
+
+Which county uses which source is read from the YAML file named by ``GAIBAO_SOURCES``
+(``load_source_config``); counties not listed use their inbox folder. ``fetch_all`` fetches many
+counties concurrently, with a timeout per attempt and retries with exponential backoff, and
+never lets one county's failure stop the others.
+
+Retries live in one place, ``fetch_with_retry``: a source makes one attempt per ``fetch`` call
+and raises ``SourceUnreachable(retryable=True)`` for faults worth retrying (connection errors,
+timeouts, HTTP 5xx/429, truncated or invalid bodies) and ``retryable=False`` for the rest
+(HTTP 401/403/404, a missing secret, authentication refused).
+
+Secrets (HTTP bearer tokens, SFTP and database passwords) are never written in the sources
+file: the file names an environment variable (``token_env``, ``password_env``) and the adapter
+reads it at fetch time, keeps it in a ``SecretStr`` and never logs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from hashlib import sha256 as _sha256
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urljoin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from gaibao.contract import KIND_FILE_HINTS
+from gaibao.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PERIOD_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+COUNTY_CODE_RE = re.compile(r"^\d{6}$")
+
+
+# --------------------------------------------------------------------------------------------
+# The payload and the error
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One payload from a source, as it arrived (bytes untouched)."""
+
+    county_code: str
+    period: str
+    kind: str | None  # None when the name does not say: the reader detects it from the header
+    file_name: str
+    content: bytes = field(repr=False)
+    source: str  # where it came from, for the register (never carries a secret)
+    received_at: datetime  # UTC, tz-aware
+
+    @cached_property
+    def sha256(self) -> str:
+        return _sha256(self.content).hexdigest()
+
+
+class SourceUnreachable(Exception):
+    """A county's source could not deliver.
+
+    ``message_zh`` is for the register and the county; ``detail`` (English) is for engineers.
+    ``retryable`` says whether another attempt may succeed (used by ``fetch_with_retry``).
+    """
+
+    def __init__(self, message_zh: str, detail: str, *, retryable: bool = False) -> None:
+        super().__init__(message_zh, detail)
+        self.message_zh = message_zh
+        self.detail = detail
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return f"{self.message_zh} ({self.detail})"
+
+    def to_refusal(self) -> Any:
+        """The register's form of this error: ``gaibao.contract.Refusal`` (SOURCE_UNREACHABLE)."""
+        from gaibao.contract import Refusal
+
+        return Refusal("SOURCE_UNREACHABLE", self.message_zh, {"detail": self.detail})
+
+
+@runtime_checkable
+class Source(Protocol):
+    def fetch(self, county_code: str, period: str) -> list[Received]:
+        """Every payload this county has for ``period``; ``[]`` when it has none (not an error)."""
+        ...
+
+    def describe(self) -> str:
+        """A short description for the register and logs (never a secret)."""
+        ...
+
+
+def check_period(period: str) -> str:
+    if not isinstance(period, str) or not PERIOD_PATTERN.match(period):
+        raise ValueError(f"period must be YYYY-MM, got {period!r}")
+    return period
+
+
+# --------------------------------------------------------------------------------------------
+# File names: period and kind
+# --------------------------------------------------------------------------------------------
+
+_YEAR = r"(?:19|20)\d{2}"
+_PERIOD_IN_NAME = re.compile(
+    # 2018年12月, 2018年6月, 2018 年 06 月
+    rf"(?<!\d)(?P<y1>{_YEAR})\s*年\s*(?P<m1>\d{{1,2}})\s*月"
+    # 2018-12, 2018_12, 2018-6, not a full date (2018-12-05) and not followed by another digit
+    rf"|(?<!\d)(?P<y2>{_YEAR})[-_](?P<m2>\d{{1,2}})(?!\d)(?![-_.]\d)"
+    # 201812 as a whole digit run (not inside a school code or 2018120)
+    rf"|(?<!\d)(?P<y3>{_YEAR})(?P<m3>\d{{2}})(?!\d)"
+)
+
+
+def periods_in_name(name: str) -> list[str]:
+    """Every period (``YYYY-MM``) a file name carries, in order of appearance, without repeats."""
+    found: list[str] = []
+    for m in _PERIOD_IN_NAME.finditer(name):
+        year = m.group("y1") or m.group("y2") or m.group("y3")
+        month = int(m.group("m1") or m.group("m2") or m.group("m3"))
+        if not 1 <= month <= 12:
+            continue
+        period = f"{year}-{month:02d}"
+        if period not in found:
+            found.append(period)
+    return found
+
+
+def period_in_name(name: str) -> str | None:
+    """The period a file name carries (``YYYY-MM``), or None when it carries none or several.
+
+    Accepted forms: ``2018-12``, ``2018_12``, ``2018-6``, ``201812`` (a digit run of exactly six),
+    ``2018年12月``, ``2018年6月``. A full date (``2018-12-05``, ``20181205``) is not a period.
+    """
+    found = periods_in_name(name)
+    return found[0] if len(found) == 1 else None
+
+
+def kind_in_name(name: str) -> str | None:
+    """The return kind a file name says (``KIND_FILE_HINTS``), or None when it says none or both."""
+    lowered = name.lower()
+    kinds = [kind for kind, hints in KIND_FILE_HINTS.items() if any(h.lower() in lowered for h in hints)]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+_TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", ".swp", ".download")
+
+
+def is_hidden_or_temp(name: str) -> bool:
+    """Office lock files (``~$x.xlsx``), dot files, and half-written uploads are never returns."""
+    return (
+        name.startswith((".", "~"))
+        or name.lower().endswith(_TEMP_SUFFIXES)
+        or name in {"Thumbs.db", "desktop.ini"}
+    )
+
+
+def belongs_to(name: str, period: str) -> bool:
+    """A file belongs to ``period`` when it is not a temp file and its name carries the period."""
+    return not is_hidden_or_temp(name) and period in periods_in_name(name)
+
+
+def _utc_from_timestamp(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _sorted(received: list[Received]) -> list[Received]:
+    """Oldest first, then by name: a resubmission comes after the first file."""
+    return sorted(received, key=lambda r: (r.received_at, r.file_name))
+
+
+# --------------------------------------------------------------------------------------------
+# Folder
+# --------------------------------------------------------------------------------------------
+
+
+class FolderSource:
+    """Files in one county's folder whose names carry the period.
+
+    ``root`` is the county's folder: a local path or any fsspec URL (``s3://bucket/340102``,
+    ``memory://inbox/340102``). Only the folder's own files are considered, not subfolders.
+    A missing folder means the county has sent nothing: ``[]``, not an error.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root)
+        self._is_local = "://" not in self.root or self.root.startswith("file://")
+
+    def describe(self) -> str:
+        return f"folder:{self.root}"
+
+    def fetch(self, county_code: str, period: str) -> list[Received]:
+        check_period(period)
+        try:
+            if self._is_local:
+                received = self._fetch_local(county_code, period)
+            else:
+                received = self._fetch_fsspec(county_code, period)
+        except FileNotFoundError:
+            # the folder is absent, or a file vanished between listing and reading: the next
+            # attempt sees the folder as it is now
+            if self._is_local and not Path(self._local_root).is_dir():
+                return []
+            raise SourceUnreachable(
+                "上报文件夹内容在读取过程中发生变化，请稍后重试",
+                f"file vanished while reading {self.root}",
+                retryable=True,
+            ) from None
+        except PermissionError as exc:
+            raise SourceUnreachable("无权读取上报文件夹", f"permission denied: {exc}") from exc
+        except OSError as exc:
+            raise SourceUnreachable(
+                "上报文件夹无法访问", f"{type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+        return _sorted(received)
+
+    @property
+    def _local_root(self) -> str:
+        return self.root[len("file://") :] if self.root.startswith("file://") else self.root
+
+    def _fetch_local(self, county_code: str, period: str) -> list[Received]:
+        out: list[Received] = []
+        source = self.describe()
+        with os.scandir(self._local_root) as entries:
+            matches = [e for e in entries if belongs_to(e.name, period) and e.is_file()]
+        for entry in matches:
+            with open(entry.path, "rb") as fh:
+                content = fh.read()
+                mtime = os.fstat(fh.fileno()).st_mtime
+            out.append(
+                Received(
+                    county_code=county_code,
+                    period=period,
+                    kind=kind_in_name(entry.name),
+                    file_name=entry.name,
+                    content=content,
+                    source=source,
+                    received_at=_utc_from_timestamp(mtime),
+                )
+            )
+        return out
+
+    def _fetch_fsspec(self, county_code: str, period: str) -> list[Received]:
+        from fsspec.core import url_to_fs
+
+        fs, path = url_to_fs(self.root)
+        if not fs.isdir(path):
+            return []
+        out: list[Received] = []
+        for info in fs.ls(path, detail=True):
+            if info.get("type") != "file":
+                continue
+            name = PurePosixPath(info["name"]).name
+            if not belongs_to(name, period):
+                continue
+            content = fs.cat_file(info["name"])
+            out.append(
+                Received(
+                    county_code=county_code,
+                    period=period,
+                    kind=kind_in_name(name),
+                    file_name=name,
+                    content=content,
+                    source=self.describe(),
+                    received_at=_fsspec_mtime(fs, info),
+                )
+            )
+        return out
+
+
+def _fsspec_mtime(fs: Any, info: Mapping[str, Any]) -> datetime:
+    """The modification time an fsspec listing gives, in UTC (now when it gives none)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return _utc_from_timestamp(float(value))
+        if isinstance(value, datetime):
+            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        modified = fs.modified(info["name"])
+        return modified.astimezone(UTC) if modified.tzinfo else modified.replace(tzinfo=UTC)
+    except Exception:  # noqa: BLE001 - not every filesystem knows modification times
+        return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON records payloads (HTTP and database)
+# --------------------------------------------------------------------------------------------
+
+
+def records_payload(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """The archived bytes of a list of records: deterministic JSON (sorted keys, UTF-8, compact).
+
+    The same records in the same order always give the same bytes, hence the same sha256.
+    """
+    return json.dumps(list(records), ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode(
+        "utf-8"
+    )
+
+
+def _secret_from_env(env_name: str | None, what_zh: str) -> SecretStr | None:
+    """Read a secret from the environment variable the sources file names (never logged)."""
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise SourceUnreachable(
+            f"{what_zh}未配置，请联系数据工程师",
+            f"environment variable {env_name} is not set",
+        )
+    return SecretStr(value)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------------
+
+_RECORD_KEYS = ("records", "data", "items", "results", "rows")
+
+
+class HttpSource:
+    """JSON records from a county web platform.
+
+    ``url_template`` may contain ``{period}`` and ``{county_code}``. The body of a page is either a
+    JSON list of records, or an object holding the list under one of ``records``, ``data``,
+    ``items``, ``results``, ``rows``, optionally with a ``next`` URL (absolute or relative).
+
+    Pagination (both supported, ``next`` wins):
+    - ``next`` link: while a page's body carries a non-empty ``next``, that URL is fetched;
+    - page number: with ``page_param`` set (e.g. ``"page"``), pages ``page_start``, +1, … are
+      requested (``?page=N`` added to the URL) until a page comes back with no records.
+    Without either, the first response is the whole payload.
+
+    All pages' records are combined into one deterministic JSON records payload (``content``).
+    A period with no records at all gives ``[]`` (the county has sent nothing).
+
+    One attempt per ``fetch``; each request is bounded by ``timeout_s`` (connect, and the whole
+    body read). Retries are made by ``fetch_with_retry``.
+    """
+
+    def __init__(
+        self,
+        url_template: str,
+        token_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        kind: str | None = "progress",
+        page_param: str | None = None,
+        page_start: int = 1,
+        timeout_s: float = 30.0,
+        max_pages: int = 1000,
+    ) -> None:
+        self.url_template = url_template
+        self.token_env = token_env
+        self.headers = dict(headers or {})
+        self.kind = kind
+        self.page_param = page_param
+        self.page_start = page_start
+        self.timeout_s = timeout_s
+        self.max_pages = max_pages
+
+    def describe(self) -> str:
+        return f"http:{self.url_template}"
+
+    def url_for(self, county_code: str, period: str) -> str:
+        return self.url_template.replace("{period}", period).replace("{county_code}", county_code)
+
+    def fetch(self, county_code: str, period: str) -> list[Received]:
+        import httpx
+
+        check_period(period)
+        token = _secret_from_env(self.token_env, "数据平台访问令牌")
+        headers = {"Accept": "application/json", **self.headers}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        first_url = self.url_for(county_code, period)
+        records: list[Any] = []
+        last_modified: datetime | None = None
+        seen: set[str] = set()
+        timeout = httpx.Timeout(self.timeout_s)
+        with httpx.Client(timeout=timeout, headers=headers, follow_redirects=True) as client:
+            url: str | None = first_url
+            page = self.page_start
+            params: dict[str, str] | None = {self.page_param: str(page)} if self.page_param else None
+            for _ in range(self.max_pages):
+                assert url is not None
+                key = f"{url}?{params}"
+                if key in seen:
+                    raise SourceUnreachable("数据平台分页链接循环", f"pagination loops back to {url}")
+                seen.add(key)
+                body, modified = self._get(client, url, params)
+                if modified and (last_modified is None or modified > last_modified):
+                    last_modified = modified
+                page_records, next_link = _page_of(body, url)
+                records.extend(page_records)
+                if next_link:
+                    url, params = urljoin(url, next_link), None
+                elif self.page_param and page_records and params is not None:
+                    page += 1
+                    params = {self.page_param: str(page)}
+                else:
+                    break
+            else:
+                raise SourceUnreachable(
+                    "数据平台分页过多", f"more than {self.max_pages} pages from {first_url}"
+                )
+        if not records:
+            return []
+        return [
+            Received(
+                county_code=county_code,
+                period=period,
+                kind=self.kind,
+                file_name=f"{county_code}_{period}_{self.kind or 'records'}.json",
+                content=records_payload(records),
+                source=f"http:{first_url}",
+                received_at=last_modified or datetime.now(UTC),
+            )
+        ]
+
+    def _get(self, client: Any, url: str, params: Mapping[str, str] | None) -> tuple[Any, datetime | None]:
+        """One GET: the parsed JSON body and the Last-Modified time, or SourceUnreachable."""
+        import httpx
+
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            with client.stream("GET", url, params=params) as response:
+                status = response.status_code
+                if status in (401, 403):
+                    raise SourceUnreachable(
+                        "数据平台拒绝访问（令牌无效或无权限）",
+                        f"HTTP {status} from {url}: token rejected or not authorised",
+                    )
+                if status == 404:
+                    raise SourceUnreachable(
+                        "数据平台上未找到本县本期数据地址", f"HTTP 404 from {url}: not found"
+                    )
+                if status == 429 or status >= 500:
+                    raise SourceUnreachable(
+                        "数据平台暂时无法提供数据", f"HTTP {status} from {url}", retryable=True
+                    )
+                if status >= 400:
+                    raise SourceUnreachable("数据平台拒绝了请求", f"HTTP {status} from {url}")
+                chunks: list[bytes] = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise SourceUnreachable(
+                            "数据平台响应超时",
+                            f"body of {url} not complete after {self.timeout_s}s",
+                            retryable=True,
+                        )
+                raw = b"".join(chunks)
+                modified_header = response.headers.get("Last-Modified")
+        except httpx.TimeoutException as exc:
+            raise SourceUnreachable(
+                "数据平台响应超时", f"{type(exc).__name__} after {self.timeout_s}s from {url}", retryable=True
+            ) from exc
+        except httpx.TransportError as exc:
+            # connection refused/reset, and bodies cut short (RemoteProtocolError)
+            raise SourceUnreachable(
+                "无法连接数据平台或数据传输中断", f"{type(exc).__name__}: {exc} ({url})", retryable=True
+            ) from exc
+        try:
+            body = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SourceUnreachable(
+                "数据平台返回的数据不是有效的 JSON",
+                f"invalid JSON from {url} ({len(raw)} bytes): {exc}",
+                retryable=True,  # a body cut short by a proxy looks like this
+            ) from exc
+        return body, _parse_http_date(modified_header)
+
+
+def _page_of(body: Any, url: str) -> tuple[list[Any], str | None]:
+    """The records of one page and its ``next`` link (None when absent)."""
+    if isinstance(body, list):
+        return body, None
+    if isinstance(body, dict):
+        for key in _RECORD_KEYS:
+            if isinstance(body.get(key), list):
+                next_link = body.get("next")
+                return body[key], next_link if isinstance(next_link, str) and next_link else None
+    raise SourceUnreachable(
+        "数据平台返回的数据格式无法识别",
+        f"JSON from {url} is neither a list of records nor an object with one of {_RECORD_KEYS}",
+    )
+
+
+def _parse_http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# SFTP (asyncssh)
+# --------------------------------------------------------------------------------------------
+
+
+def _run_coroutine(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, also when this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: dict[str, Any] = {}
+
+    def runner() -> None:
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=runner, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+class SftpSource:
+    """Files in a folder on an SFTP server whose names carry the period (as ``FolderSource``).
+
+    ``root`` may contain ``{county_code}``. Authentication: ``password_env`` (the environment
+    variable holding the password) or ``key_path`` (a private key file). Host keys are checked
+    against ``known_hosts`` (a file; default: ``~/.ssh/known_hosts``); ``check_host_key=False``
+    turns the check off and should only be used on a trusted network.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 22,
+        username: str = "",
+        root: str = ".",
+        password_env: str | None = None,
+        key_path: str | None = None,
+        known_hosts: str | None = None,
+        check_host_key: bool = True,
+        timeout_s: float = 30.0,
+    ) -> None:
+        if not password_env and not key_path:
+            raise ValueError("SftpSource needs password_env or key_path")
+        self.host = host
+        self.port = port
+        self.username = username
+        self.root = root
+        self.password_env = password_env
+        self.key_path = key_path
+        self.known_hosts = known_hosts
+        self.check_host_key = check_host_key
+        self.timeout_s = timeout_s
+
+    def describe(self) -> str:
+        return f"sftp://{self.username}@{self.host}:{self.port}/{self.root.lstrip('/')}"
+
+    def fetch(self, county_code: str, period: str) -> list[Received]:
+        import asyncssh
+
+        check_period(period)
+        password = _secret_from_env(self.password_env, "SFTP 密码")
+        root = self.root.replace("{county_code}", county_code)
+        try:
+            received = _run_coroutine(self._fetch(county_code, period, root, password))
+        except SourceUnreachable:
+            raise
+        except asyncssh.PermissionDenied as exc:
+            raise SourceUnreachable(
+                "SFTP 服务器拒绝登录（用户名、密码或密钥有误）", f"auth failed: {exc}"
+            ) from exc
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise SourceUnreachable(
+                "SFTP 服务器的主机密钥无法验证", f"host key not verifiable: {exc}"
+            ) from exc
+        except asyncssh.SFTPNoSuchFile:
+            return []
+        except asyncssh.SFTPPermissionDenied as exc:
+            raise SourceUnreachable("无权读取 SFTP 上报文件夹", f"SFTP permission denied: {exc}") from exc
+        except TimeoutError as exc:
+            raise SourceUnreachable(
+                "SFTP 服务器响应超时", f"timeout after {self.timeout_s}s ({self.describe()})", retryable=True
+            ) from exc
+        except (OSError, asyncssh.Error) as exc:
+            raise SourceUnreachable(
+                "无法连接 SFTP 服务器或传输中断",
+                f"{type(exc).__name__}: {exc} ({self.describe()})",
+                retryable=True,
+            ) from exc
+        return _sorted(received)
+
+    async def _fetch(
+        self, county_code: str, period: str, root: str, password: SecretStr | None
+    ) -> list[Received]:
+        import asyncssh
+
+        options: dict[str, Any] = {
+            "username": self.username,
+            "connect_timeout": self.timeout_s,
+            "login_timeout": self.timeout_s,
+        }
+        if password is not None:
+            options["password"] = password.get_secret_value()
+        if self.key_path:
+            options["client_keys"] = [self.key_path]
+        else:
+            options["client_keys"] = None  # password only: do not offer the user's own keys
+        if not self.check_host_key:
+            options["known_hosts"] = None
+        elif self.known_hosts:
+            options["known_hosts"] = self.known_hosts
+        source = f"sftp://{self.username}@{self.host}:{self.port}/{root.lstrip('/')}"
+        out: list[Received] = []
+        async with (
+            asyncssh.connect(self.host, port=self.port, **options) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            names = await asyncio.wait_for(sftp.readdir(root), self.timeout_s)
+            for entry in names:
+                name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
+                if entry.attrs.type != asyncssh.FILEXFER_TYPE_REGULAR or not belongs_to(name, period):
+                    continue
+                path = f"{root.rstrip('/')}/{name}"
+                async with sftp.open(path, "rb") as fh:
+                    data: Any = await asyncio.wait_for(fh.read(), self.timeout_s)
+                content = data if isinstance(data, bytes) else str(data).encode("utf-8")
+                mtime = entry.attrs.mtime
+                out.append(
+                    Received(
+                        county_code=county_code,
+                        period=period,
+                        kind=kind_in_name(name),
+                        file_name=name,
+                        content=content,
+                        source=source,
+                        received_at=_utc_from_timestamp(mtime) if mtime is not None else datetime.now(UTC),
+                    )
+                )
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Database
+# --------------------------------------------------------------------------------------------
+
+_ENGINES: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine_for(url: Any, timeout_s: float) -> Any:
+    """One engine per database URL in this process (many counties often share one database)."""
+    import sqlalchemy as sa
+
+    key = url.render_as_string(hide_password=False)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            connect_args: dict[str, Any] = {}
+            backend = url.get_backend_name()
+            if backend == "postgresql":
+                connect_args["connect_timeout"] = max(1, int(timeout_s))
+            elif backend in ("mysql", "mariadb"):
+                connect_args["connect_timeout"] = max(1, int(timeout_s))
+                connect_args["read_timeout"] = max(1, int(timeout_s))
+            elif backend == "sqlite":
+                connect_args["timeout"] = timeout_s
+            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+            _ENGINES[key] = engine
+        return engine
+
+
+def _json_value(value: Any) -> Any:
+    """A database value as JSON: exact decimals and dates as text, numbers as numbers."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value else None
+    if isinstance(value, datetime):
+        return (
+            value.date().isoformat()
+            if value.time() == dt_time(0) and value.tzinfo is None
+            else value.isoformat()
+        )
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _canonical_column(name: str, rename: Mapping[str, str]) -> str:
+    """A result column's name in the warehouse: the rename map, else lower-cased when canonical."""
+    if name in rename:
+        return rename[name]
+    from gaibao.contract import COLUMNS
+
+    lowered = name.strip().lower()
+    known = {c.name for cols in COLUMNS.values() for c in cols}
+    return lowered if lowered in known else name
+
+
+class DatabaseSource:
+    """Rows of a SQL query against a county database, as one JSON records payload.
+
+    ``query`` may use the bound parameters ``:period`` and ``:county_code`` (never formatted in).
+    Result columns should be named as the contract's canonical columns (``select xmbh as
+    project_id``), or renamed with ``columns`` ({result column: canonical name}); names that match
+    a canonical name case-insensitively are lower-cased (Oracle/DB2 upper-case them).
+    Rows are ordered deterministically (by their JSON form) so the same rows give the same sha256.
+    ``password_env`` names the environment variable holding the password (kept out of the URL).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        query: str,
+        kind: str | None = "progress",
+        columns: Mapping[str, str] | None = None,
+        password_env: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.query = query
+        self.kind = kind
+        self.columns = dict(columns or {})
+        self.password_env = password_env
+        self.timeout_s = timeout_s
+
+    def describe(self) -> str:
+        import sqlalchemy as sa
+
+        return f"database:{sa.engine.make_url(self.url).render_as_string(hide_password=True)}"
+
+    def fetch(self, county_code: str, period: str) -> list[Received]:
+        import sqlalchemy as sa
+        from sqlalchemy import exc as sa_exc
+
+        check_period(period)
+        url = sa.engine.make_url(self.url)
+        password = _secret_from_env(self.password_env, "数据库密码")
+        if password is not None:
+            url = url.set(password=password.get_secret_value())
+        statement = sa.text(self.query)
+        wanted = set(statement.compile().params)
+        params = {k: v for k, v in {"period": period, "county_code": county_code}.items() if k in wanted}
+        try:
+            engine = _engine_for(url, self.timeout_s)
+            with engine.connect() as conn:
+                result = conn.execute(statement, params)
+                names = [_canonical_column(str(n), self.columns) for n in result.keys()]  # noqa: SIM118 - Result.keys(), not a dict
+                rows = [dict(zip(names, (_json_value(v) for v in row), strict=True)) for row in result]
+        except sa_exc.OperationalError as exc:
+            raise SourceUnreachable(
+                "无法连接县区数据库或查询超时",
+                f"{type(exc.orig).__name__}: {exc.orig} ({self.describe()})",
+                retryable=True,
+            ) from exc
+        except sa_exc.DBAPIError as exc:
+            raise SourceUnreachable(
+                "县区数据库查询失败，请联系数据工程师检查查询配置",
+                f"{type(exc.orig).__name__}: {exc.orig} ({self.describe()})",
+            ) from exc
+        if not rows:
+            return []
+        rows.sort(key=lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
+        return [
+            Received(
+                county_code=county_code,
+                period=period,
+                kind=self.kind,
+                file_name=f"{county_code}_{period}_{self.kind or 'records'}.json",
+                content=records_payload(rows),
+                source=self.describe(),
+                received_at=datetime.now(UTC),
+            )
+        ]
+
+
+# --------------------------------------------------------------------------------------------
+# Several sources for one county (e.g. progress over HTTP, funding from a database)
+# --------------------------------------------------------------------------------------------
+
+
+class CombinedSource:
+    """Everything from several sources of one county, in received order."""
+
+    def __init__(self, parts: Sequence[Source]) -> None:
+        self.parts = list(parts)
+
+    def describe(self) -> str:
+        return " + ".join(p.describe() for p in self.parts)
+
+    def fetch(self, county_code: str, period: str) -> list[Received]:
+        out: list[Received] = []
+        for part in self.parts:
+            out.extend(part.fetch(county_code, period))
+        return _sorted(out)
+
+
+# --------------------------------------------------------------------------------------------
+# The sources file
+# --------------------------------------------------------------------------------------------
+
+_SPEC_CONFIG = ConfigDict(extra="forbid", frozen=True)
+_KindField = Literal["progress", "funding", "plan"] | None
+
+
+class FolderSpec(BaseModel):
+    model_config = _SPEC_CONFIG
+    type: Literal["folder"] = "folder"
+    root: str | None = Field(default=None, description="folder or fsspec URL; may contain {county_code}")
+
+
+class HttpSpec(BaseModel):
+    model_config = _SPEC_CONFIG
+    type: Literal["http"]
+    url: str = Field(description="URL template with {period} and {county_code}")
+    token_env: str | None = Field(default=None, description="environment variable holding the bearer token")
+    headers: dict[str, str] = Field(default_factory=dict)
+    kind: _KindField = "progress"
+    page_param: str | None = None
+    page_start: int = 1
+
+
+class SftpSpec(BaseModel):
+    model_config = _SPEC_CONFIG
+    type: Literal["sftp"]
+    host: str
+    port: int = 22
+    username: str
+    root: str = Field(default=".", description="remote folder; may contain {county_code}")
+    password_env: str | None = None
+    key_path: str | None = None
+    known_hosts: str | None = None
+    check_host_key: bool = True
+
+
+class DatabaseSpec(BaseModel):
+    model_config = _SPEC_CONFIG
+    type: Literal["database"]
+    url: str = Field(description="SQLAlchemy URL, without the password")
+    query: str = Field(description="SQL with :period and :county_code bound parameters")
+    kind: _KindField = "progress"
+    columns: dict[str, str] = Field(default_factory=dict)
+    password_env: str | None = None
+
+
+SingleSpec = Annotated[FolderSpec | HttpSpec | SftpSpec | DatabaseSpec, Field(discriminator="type")]
+
+
+class CombinedSpec(BaseModel):
+    """A county with several sources (the YAML gives a list)."""
+
+    model_config = _SPEC_CONFIG
+    type: Literal["combined"] = "combined"
+    parts: tuple[SingleSpec, ...]
+
+
+SourceSpec = FolderSpec | HttpSpec | SftpSpec | DatabaseSpec | CombinedSpec
+_SINGLE_ADAPTER: TypeAdapter[Any] = TypeAdapter(SingleSpec)
+DEFAULTS_KEY = "defaults"
+
+
+def _merge_defaults(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A county's options over the defaults, when they are of the same type."""
+    entry = dict(entry)
+    entry_type = entry.get("type", defaults.get("type", "folder"))
+    if defaults and defaults.get("type", "folder") == entry_type:
+        return {**defaults, **entry, "type": entry_type}
+    return {**entry, "type": entry_type}
+
+
+def load_source_config(path: Path | None) -> dict[str, SourceSpec]:
+    """The sources file: ``{county_code: spec}``, plus ``"defaults"`` when the file gives one.
+
+    Format (YAML)::
+
+        defaults:            # every county not listed; fills missing options of listed counties of the same type
+          type: folder
+          root: /srv/inbox/{county_code}
+        "340102":
+          type: http
+          url: https://platform.example/api/{county_code}/returns?period={period}
+          token_env: GAIBAO_TOKEN_340102
+        "340103":             # a list: several sources for one county
+          - {type: http, kind: progress, url: ...}
+          - {type: database, kind: funding, url: ..., query: ...}
+
+    ``None`` or a missing path gives ``{}`` (every county uses its inbox folder). An invalid file
+    raises ``ValueError`` naming the county and the problem.
+    """
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"sources file {path} does not exist")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"sources file {path}: top level must be a mapping of county codes")
+    defaults = raw.get(DEFAULTS_KEY) or {}
+    if not isinstance(defaults, dict):
+        raise ValueError(f"sources file {path}: 'defaults' must be a mapping")
+    config: dict[str, SourceSpec] = {}
+    try:
+        if defaults:
+            config[DEFAULTS_KEY] = _SINGLE_ADAPTER.validate_python(_merge_defaults({}, defaults))
+    except ValidationError as exc:
+        raise ValueError(f"sources file {path}, defaults: {exc}") from exc
+    for key, entry in raw.items():
+        if key == DEFAULTS_KEY:
+            continue
+        code = str(key)
+        if not COUNTY_CODE_RE.match(code):
+            raise ValueError(
+                f'sources file {path}: {key!r} is not a 6-digit county code (quote it: "340102")'
+            )
+        try:
+            if isinstance(entry, list):
+                parts = tuple(_SINGLE_ADAPTER.validate_python(_merge_defaults(e, defaults)) for e in entry)
+                config[code] = CombinedSpec(parts=parts)
+            elif isinstance(entry, dict):
+                config[code] = _SINGLE_ADAPTER.validate_python(_merge_defaults(entry, defaults))
+            else:
+                raise ValueError("must be a mapping or a list of mappings")
+        except (ValidationError, ValueError) as exc:
+            raise ValueError(f"sources file {path}, county {code}: {exc}") from exc
+    return config
+
+
+def build_source(spec: SourceSpec, county_code: str, settings: Settings) -> Source:
+    """The source a spec describes, for one county."""
+    timeout = settings.fetch_timeout_s
+    if isinstance(spec, FolderSpec):
+        root = (
+            spec.root.replace("{county_code}", county_code) if spec.root else settings.inbox_dir / county_code
+        )
+        return FolderSource(root)
+    if isinstance(spec, HttpSpec):
+        return HttpSource(
+            spec.url,
+            token_env=spec.token_env,
+            headers=spec.headers,
+            kind=spec.kind,
+            page_param=spec.page_param,
+            page_start=spec.page_start,
+            timeout_s=timeout,
+        )
+    if isinstance(spec, SftpSpec):
+        return SftpSource(
+            spec.host,
+            port=spec.port,
+            username=spec.username,
+            root=spec.root,
+            password_env=spec.password_env,
+            key_path=spec.key_path,
+            known_hosts=spec.known_hosts,
+            check_host_key=spec.check_host_key,
+            timeout_s=timeout,
+        )
+    if isinstance(spec, DatabaseSpec):
+        return DatabaseSource(
+            spec.url,
+            spec.query,
+            kind=spec.kind,
+            columns=spec.columns,
+            password_env=spec.password_env,
+            timeout_s=timeout,
+        )
+    if isinstance(spec, CombinedSpec):
+        return CombinedSource([build_source(p, county_code, settings) for p in spec.parts])
+    raise TypeError(f"unknown source spec {spec!r}")
+
+
+def source_for(
+    county_code: str, settings: Settings, config: Mapping[str, SourceSpec] | None = None
+) -> Source:
+    """The county's source: its entry in the sources file, else the defaults, else its inbox folder."""
+    config = config or {}
+    spec = config.get(county_code) or config.get(DEFAULTS_KEY) or FolderSpec()
+    return build_source(spec, county_code, settings)
+
+
+def list_inbox_counties(settings: Settings) -> list[str]:
+    """County codes that have a folder under ``$GAIBAO_HOME/inbox`` (6-digit names only)."""
+    inbox = settings.inbox_dir
+    if not inbox.is_dir():
+        return []
+    with os.scandir(inbox) as entries:
+        return sorted(e.name for e in entries if COUNTY_CODE_RE.match(e.name) and e.is_dir())
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching many counties
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FetchOutcome:
+    """What fetching one county gave: payloads, or the error that stopped it."""
+
+    county_code: str
+    received: list[Received]
+    error: SourceUnreachable | None
+    attempts: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, SourceUnreachable) and exc.retryable
+
+
+def fetch_with_retry(source: Source, county_code: str, period: str, settings: Settings) -> FetchOutcome:
+    """Fetch one county: up to ``1 + fetch_retries`` attempts, exponential backoff between them
+    (``fetch_backoff_s``, ×2 each time, at most 60 s). Never raises for a source fault: an error
+    ends in ``FetchOutcome.error``; an unexpected exception is wrapped in ``SourceUnreachable``.
+    """
+    started = time.monotonic()
+    attempts = 0
+
+    def attempt() -> list[Received]:
+        nonlocal attempts
+        attempts += 1
+        return source.fetch(county_code, period)
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "county %s: attempt %d failed (%s); retrying in %.2fs",
+            county_code,
+            state.attempt_number,
+            getattr(exc, "detail", exc),
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(max(1, settings.fetch_retries + 1)),
+        wait=wait_exponential(multiplier=settings.fetch_backoff_s, min=settings.fetch_backoff_s, max=60),
+        retry=retry_if_exception(_is_retryable),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    error: SourceUnreachable | None = None
+    received: list[Received] = []
+    try:
+        received = retrying(attempt)
+    except SourceUnreachable as exc:
+        error = exc
+    except Exception as exc:  # noqa: BLE001 - one county's bug must not stop the night
+        log.exception("county %s: unexpected error from %s", county_code, source.describe())
+        error = SourceUnreachable("数据源读取出错，请联系数据工程师", f"{type(exc).__name__}: {exc}")
+    seconds = time.monotonic() - started
+    if error is not None:
+        log.warning(
+            "county %s: source unreachable after %d attempt(s): %s", county_code, attempts, error.detail
+        )
+    return FetchOutcome(county_code, received, error, attempts, seconds)
+
+
+def fetch_all(
+    counties: Iterable[str],
+    period: str,
+    settings: Settings,
+    config: Mapping[str, SourceSpec] | None = None,
+    max_workers: int = 8,
+) -> list[FetchOutcome]:
+    """Fetch every county's payloads for ``period`` concurrently (a thread pool).
+
+    One outcome per county, in the order given. ``config`` defaults to the sources file named by
+    ``settings.sources``. A county whose source cannot be built (bad config) or cannot deliver
+    gets an outcome with ``error``; the others are fetched regardless.
+    """
+    check_period(period)
+    counties = list(counties)
+    if config is None:
+        config = load_source_config(settings.sources)
+
+    def one(county_code: str) -> FetchOutcome:
+        try:
+            source = source_for(county_code, settings, config)
+        except Exception as exc:  # noqa: BLE001 - a bad county entry must not stop the others
+            return FetchOutcome(
+                county_code,
+                [],
+                SourceUnreachable("数据源配置有误，请联系数据工程师", f"{type(exc).__name__}: {exc}"),
+                0,
+                0.0,
+            )
+        return fetch_with_retry(source, county_code, period, settings)
+
+    if not counties:
+        return []
+    workers = max(1, min(max_workers, len(counties)))
+    if workers == 1:
+        return [one(c) for c in counties]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+        outcomes = list(pool.map(one, counties))
+    failed = sum(1 for o in outcomes if o.error is not None)
+    log.info(
+        "fetched %s for %d counties in %.2fs: %d payloads, %d unreachable",
+        period,
+        len(counties),
+        time.monotonic() - started,
+        sum(len(o.received) for o in outcomes),
+        failed,
+    )
+    return outcomes
+
+
+__all__ = [
+    "CombinedSource",
+    "DatabaseSource",
+    "FetchOutcome",
+    "FolderSource",
+    "HttpSource",
+    "Received",
+    "SftpSource",
+    "Source",
+    "SourceSpec",
+    "SourceUnreachable",
+    "belongs_to",
+    "build_source",
+    "fetch_all",
+    "fetch_with_retry",
+    "is_hidden_or_temp",
+    "kind_in_name",
+    "list_inbox_counties",
+    "load_source_config",
+    "period_in_name",
+    "periods_in_name",
+    "records_payload",
+    "source_for",
+]
