@@ -1,0 +1,380 @@
+"""The exception mart (``mart_exception``): what the joint meeting must look at, by category.
+
+One plain function per category, each over small frames; :func:`compute_exceptions` runs them
+all for a :class:`reports.inputs.PackInputs` and carries ``since_period`` over from the previous
+period's mart.
+
+Definitions (thresholds from :class:`reports.config.Thresholds`):
+
+- ``NOT_STARTED_OVERDUE``: 未开工 and ``planned_start`` more than ``not_started_overdue_days``
+  days before the period's last day (exactly 90 days is not overdue, 91 is); or no
+  ``planned_start`` and 未开工 in each of the last ``not_started_no_date_periods`` periods.
+- ``STALLED``: 在建 now, and completed area and completed investment equal to the previous
+  period's in ``stalled_periods`` consecutive comparisons ending now (2: P == P-1 == P-2).
+  A missing period breaks the chain.
+- ``COUNTY_BEHIND``: area or equipment completion rate more than ``behind_city_points``
+  percentage points below the county's city (exactly 10 is not), or among the province's
+  ``bottom_n`` by area completion rate.
+- ``MISSING_RETURN``: an expected county sent nothing for a kind this period.
+- ``LATE_RETURN``: the county's accepted return of a kind arrived after the due day.
+- ``REFUSED_RETURN``: the county's returns of a kind were all refused (no accepted one).
+- ``DATA_ERRORS``: the accepted return of a kind has rows rejected.
+- ``UNEXPLAINED_WARNINGS``: warnings on the accepted returns without a note from the county.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from gaibao.contract import IN_PROGRESS, KIND_NAME_ZH, NOT_STARTED
+from reports import periods
+from reports.config import Thresholds
+from reports.inputs import PackInputs
+
+log = logging.getLogger(__name__)
+
+CATEGORIES: dict[str, str] = {
+    "NOT_STARTED_OVERDUE": "逾期未开工项目",
+    "STALLED": "停滞项目",
+    "COUNTY_BEHIND": "进度滞后县区",
+    "MISSING_RETURN": "未报送月报",
+    "LATE_RETURN": "逾期报送",
+    "REFUSED_RETURN": "报送被退回",
+    "DATA_ERRORS": "数据错误（行被拒收）",
+    "UNEXPLAINED_WARNINGS": "预警未说明",
+}
+PROJECT_CATEGORIES = ("NOT_STARTED_OVERDUE", "STALLED")
+
+EXCEPTION_COLUMNS = [
+    "period",
+    "category",
+    "county_code",
+    "city_code",
+    "project_id",
+    "school_name",
+    "detail",
+    "since_period",
+]
+
+_TOL = 1e-9
+
+
+def empty_exceptions() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in EXCEPTION_COLUMNS})
+
+
+def _frame(rows: pd.DataFrame, period: str, category: str) -> pd.DataFrame:
+    """Shape rows (county_code, detail, since_period and optional project columns) as exceptions."""
+    if rows.empty:
+        return empty_exceptions()
+    out = pd.DataFrame(
+        {
+            "period": period,
+            "category": category,
+            "county_code": rows["county_code"].astype(str).to_numpy(),
+            "city_code": rows["city_code"].to_numpy() if "city_code" in rows else None,
+            "project_id": rows["project_id"].to_numpy() if "project_id" in rows else None,
+            "school_name": rows["school_name"].to_numpy() if "school_name" in rows else None,
+            "detail": rows["detail"].to_numpy(),
+            "since_period": rows["since_period"].to_numpy() if "since_period" in rows else period,
+        }
+    )
+    return out[EXCEPTION_COLUMNS]
+
+
+def _pidx(series: pd.Series) -> np.ndarray:
+    years = series.str.slice(0, 4).astype(int).to_numpy()
+    months = series.str.slice(5, 7).astype(int).to_numpy()
+    return years * 12 + months - 1
+
+
+def trailing_run(keys: pd.DataFrame, period_col: pd.Series, flag: pd.Series, period: str) -> pd.Series:
+    """Length of the run of consecutive periods ending at ``period`` where ``flag`` holds, per key.
+
+    ``keys`` holds the key columns (one row per key and period). Returns a Series indexed by the
+    key tuples (a MultiIndex); keys without a run ending at ``period`` are absent.
+    """
+    df = keys.copy()
+    df["_d"] = periods.index(period) - _pidx(period_col.astype(str))
+    df = df[flag.to_numpy() & (df["_d"].to_numpy() >= 0)]
+    if df.empty:
+        return pd.Series(dtype="int64")
+    cols = list(keys.columns)
+    df = df.sort_values([*cols, "_d"])
+    df["_rank"] = df.groupby(cols, sort=False).cumcount()
+    run = df[df["_d"] == df["_rank"]].groupby(cols).size()
+    return run
+
+
+def not_started_overdue(facts: pd.DataFrame, period: str, th: Thresholds) -> pd.DataFrame:
+    """Projects not started well after their planned start, or not started for many periods."""
+    cur = facts[(facts["period"] == period) & (facts["status"] == NOT_STARTED)]
+    if cur.empty:
+        return empty_exceptions()
+    end = pd.Timestamp(periods.last_day(period))
+    planned = pd.to_datetime(cur["planned_start"], errors="coerce")
+    days = (end - planned).dt.days
+    dated = cur[planned.notna() & (days > th.not_started_overdue_days)].copy()
+    parts = []
+    if not dated.empty:
+        ps = planned[dated.index]
+        dated["since_period"] = (ps + pd.Timedelta(days=th.not_started_overdue_days + 1)).dt.strftime("%Y-%m")
+        d = days[dated.index].astype(int)
+        dated["detail"] = [
+            f"计划{p:%Y年%m月%d日}开工，至{end:%Y年%m月%d日}已超过{n}天仍未开工"
+            for p, n in zip(ps, d, strict=True)
+        ]
+        parts.append(dated)
+
+    undated_now = cur[planned.isna()]
+    if not undated_now.empty:
+        hist = facts[["county_code", "project_id", "period", "status", "planned_start"]]
+        flag = (hist["status"] == NOT_STARTED) & hist["planned_start"].isna()
+        run = trailing_run(hist[["county_code", "project_id"]], hist["period"], flag, period)
+        n = th.not_started_no_date_periods
+        run = run[run >= n]
+        if not run.empty:
+            hit = undated_now.merge(run.rename("_run").reset_index(), on=["county_code", "project_id"])
+            hit["since_period"] = [periods.shift(period, -(int(r) - n)) for r in hit["_run"]]
+            hit["detail"] = [f"未填计划开工日期，已连续{int(r)}个月未开工" for r in hit["_run"]]
+            parts.append(hit)
+    if not parts:
+        return empty_exceptions()
+    return _frame(pd.concat(parts, ignore_index=True), period, "NOT_STARTED_OVERDUE")
+
+
+def stalled(facts: pd.DataFrame, period: str, th: Thresholds) -> pd.DataFrame:
+    """在建 projects whose completed area and investment have not moved for several periods."""
+    cur = facts[(facts["period"] == period) & (facts["status"] == IN_PROGRESS)]
+    if cur.empty:
+        return empty_exceptions()
+    key = ["county_code", "project_id"]
+    hist = facts.loc[
+        facts.set_index(key).index.isin(cur.set_index(key).index),
+        [*key, "period", "completed_area_m2", "completed_invest_wan"],
+    ].copy()
+    hist["_p"] = _pidx(hist["period"].astype(str))
+    hist = hist.sort_values([*key, "_p"])
+    grp = hist.groupby(key, sort=False)
+    prev_p = grp["_p"].shift(1)
+    area = hist["completed_area_m2"].astype(float).fillna(0.0)
+    inv = hist["completed_invest_wan"].astype(float).fillna(0.0)
+    prev_area = grp["completed_area_m2"].shift(1).astype(float).fillna(0.0)
+    prev_inv = grp["completed_invest_wan"].shift(1).astype(float).fillna(0.0)
+    unchanged = (
+        (prev_p == hist["_p"] - 1)
+        & ((area - prev_area).abs() <= _TOL)
+        & ((inv - prev_inv).abs() <= _TOL)
+    )
+    run = trailing_run(hist[key], hist["period"], unchanged.fillna(False), period)
+    n = th.stalled_periods
+    run = run[run >= n]
+    if run.empty:
+        return empty_exceptions()
+    hit = cur.merge(run.rename("_run").reset_index(), on=key)
+    hit["since_period"] = [periods.shift(period, -(int(r) - n)) for r in hit["_run"]]
+    hit["detail"] = [
+        f"在建项目，竣工面积（{a:,.0f}平方米）和完成投资（{i:,.2f}万元）已连续{int(r)}个月没有变化"
+        for a, i, r in zip(
+            hit["completed_area_m2"].astype(float).fillna(0.0),
+            hit["completed_invest_wan"].astype(float).fillna(0.0),
+            hit["_run"],
+            strict=True,
+        )
+    ]
+    return _frame(hit, period, "STALLED")
+
+
+def _pct(x: float) -> str:
+    return "—" if pd.isna(x) else f"{x * 100:.1f}%"
+
+
+def county_behind(
+    county_progress: pd.DataFrame, city_progress: pd.DataFrame, period: str, th: Thresholds
+) -> pd.DataFrame:
+    """Counties well below their city, or in the province's bottom N by area completion."""
+    cp = county_progress[county_progress["period"] == period].copy()
+    if cp.empty:
+        return empty_exceptions()
+    city = city_progress[(city_progress["period"] == period) & (city_progress["level"] == "city")]
+    city = city[["city_code", "area_completion_rate", "equipment_completion_rate"]].rename(
+        columns={"area_completion_rate": "_city_area", "equipment_completion_rate": "_city_eq"}
+    )
+    m = cp.merge(city, on="city_code", how="left")
+    area = m["area_completion_rate"].astype(float)
+    eq = m["equipment_completion_rate"].astype(float)
+    area_gap = ((m["_city_area"].astype(float) - area) * 100).round(6)
+    eq_gap = ((m["_city_eq"].astype(float) - eq) * 100).round(6)
+    behind_area = (area_gap > th.behind_city_points).fillna(False)
+    behind_eq = (eq_gap > th.behind_city_points).fillna(False)
+    ranked = m.assign(_rate=area).dropna(subset=["_rate"]).sort_values(["_rate", "county_code"])
+    bottom_rank = pd.Series(np.arange(1, len(ranked) + 1), index=ranked.index)
+    rank = bottom_rank.reindex(m.index)
+    in_bottom = (rank <= th.bottom_n).fillna(False)
+    hit = behind_area | behind_eq | in_bottom
+    if not hit.any():
+        return empty_exceptions()
+    details = []
+    for i in m.index[hit]:
+        reasons = []
+        if behind_area[i]:
+            reasons.append(
+                f"校舍改造面积完成率{_pct(area[i])}，低于全市（{_pct(m.at[i, '_city_area'])}）{area_gap[i]:.1f}个百分点"
+            )
+        if behind_eq[i]:
+            reasons.append(
+                f"设备购置完成率{_pct(eq[i])}，低于全市（{_pct(m.at[i, '_city_eq'])}）{eq_gap[i]:.1f}个百分点"
+            )
+        if in_bottom[i]:
+            reasons.append(f"面积完成率{_pct(area[i])}，全省倒数第{int(rank[i])}名")
+        details.append("；".join(reasons))
+    rows = m[hit].copy()
+    rows["detail"] = details
+    return _frame(rows, period, "COUNTY_BEHIND")
+
+
+def _latest(frame: pd.DataFrame) -> pd.DataFrame:
+    if "received_at" in frame and len(frame):
+        return frame.sort_values("received_at", kind="stable")
+    return frame
+
+
+def return_exceptions(
+    submissions: pd.DataFrame,
+    expected_counties: list[str],
+    period: str,
+    kinds: tuple[str, ...] = ("progress", "funding"),
+) -> pd.DataFrame:
+    """MISSING_RETURN, LATE_RETURN and REFUSED_RETURN for each kind."""
+    parts = []
+    subs = submissions[submissions["period"] == period] if len(submissions) else submissions
+    expected = pd.Index(sorted(set(expected_counties)), dtype="object")
+    for kind in kinds:
+        name = KIND_NAME_ZH[kind]
+        k = subs[subs["kind"] == kind] if len(subs) else subs
+        status = k["status"] if len(k) else pd.Series(dtype="object")
+        any_codes = set(k["county_code"].astype(str)) if len(k) else set()
+        accepted = k[status == "accepted"] if len(k) else k
+        accepted_codes = set(accepted["county_code"].astype(str)) if len(k) else set()
+        missing = [c for c in expected if c not in any_codes]
+        if missing:
+            parts.append(
+                _frame(
+                    pd.DataFrame({"county_code": missing, "detail": f"本期未报送{name}"}),
+                    period,
+                    "MISSING_RETURN",
+                )
+            )
+        if len(k):
+            refused = _latest(k[(status == "refused") & ~k["county_code"].astype(str).isin(accepted_codes)])
+            refused = refused.drop_duplicates("county_code", keep="last")
+            if len(refused):
+                refused = refused.assign(
+                    detail=[f"{name}被退回：{r or '原因未记录'}" for r in refused["reason"].fillna("")]
+                )
+                parts.append(_frame(refused, period, "REFUSED_RETURN"))
+            late = accepted[accepted["is_late"].fillna(False).astype(bool)]
+            if len(late):
+                received = pd.to_datetime(late["received_at"], utc=True, errors="coerce")
+                received = received.dt.tz_convert("Asia/Shanghai")
+                late = late.assign(
+                    detail=[
+                        f"{name}于{t:%Y年%m月%d日}报送，晚于截止日" if not pd.isna(t) else f"{name}晚于截止日报送"
+                        for t in received
+                    ]
+                )
+                parts.append(_frame(late, period, "LATE_RETURN"))
+    if not parts:
+        return empty_exceptions()
+    return pd.concat(parts, ignore_index=True)
+
+
+def _top_rules(issues: pd.DataFrame, n: int = 3) -> pd.Series:
+    """Per submission: 'RULE×count' of its most frequent rules."""
+    if issues.empty:
+        return pd.Series(dtype="object")
+    counts = issues.groupby(["submission_id", "rule"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["submission_id", "n", "rule"], ascending=[True, False, True])
+    top = counts.groupby("submission_id").head(n)
+    return top.groupby("submission_id").apply(
+        lambda g: "、".join(f"{r}×{c}" for r, c in zip(g["rule"], g["n"], strict=True)), include_groups=False
+    )
+
+
+def data_errors(submissions: pd.DataFrame, issues: pd.DataFrame, period: str) -> pd.DataFrame:
+    """Accepted returns of the period with rows rejected (one row per county and kind)."""
+    if submissions.empty:
+        return empty_exceptions()
+    acc = submissions[(submissions["period"] == period) & (submissions["status"] == "accepted")]
+    acc = acc[acc["rows_rejected"].fillna(0).astype(int) > 0]
+    if acc.empty:
+        return empty_exceptions()
+    errs = issues[(issues["severity"] == "error") & issues["submission_id"].isin(acc["submission_id"])]
+    top = _top_rules(errs)
+    acc = acc.assign(
+        detail=[
+            f"{KIND_NAME_ZH.get(k, k)}有{int(n)}行被拒收" + (f"（主要规则：{top[s]}）" if s in top.index else "")
+            for k, n, s in zip(acc["kind"], acc["rows_rejected"], acc["submission_id"], strict=True)
+        ]
+    )
+    return _frame(acc, period, "DATA_ERRORS")
+
+
+def unexplained_warnings(submissions: pd.DataFrame, issues: pd.DataFrame, period: str) -> pd.DataFrame:
+    """Warnings on accepted returns that carry no explanation (one row per county)."""
+    if issues.empty or submissions.empty:
+        return empty_exceptions()
+    acc = submissions[(submissions["period"] == period) & (submissions["status"] == "accepted")]
+    w = issues[
+        (issues["severity"] == "warning")
+        & ~issues["is_explained"].fillna(False).astype(bool)
+        & issues["submission_id"].isin(acc["submission_id"])
+    ]
+    if w.empty:
+        return empty_exceptions()
+    per_county = w.assign(submission_id=w["county_code"]).pipe(_top_rules)
+    counts = w.groupby("county_code").size()
+    rows = pd.DataFrame({"county_code": counts.index.astype(str)})
+    rows["detail"] = [f"{int(counts[c])}条预警未说明（{per_county.get(c, '')}），请在备注中说明或更正" for c in counts.index]
+    return _frame(rows, period, "UNEXPLAINED_WARNINGS")
+
+
+def carry_since(exceptions: pd.DataFrame, prior: pd.DataFrame) -> pd.DataFrame:
+    """``since_period`` = the earlier of this period's value and last period's for the same exception."""
+    if exceptions.empty or prior is None or prior.empty:
+        return exceptions
+    key = ["category", "county_code", "_pid"]
+    p = prior.assign(_pid=prior.get("project_id", pd.Series(index=prior.index, dtype="object")).fillna("").astype(str))
+    p = p[[*key, "since_period"]].rename(columns={"since_period": "_prior_since"}).drop_duplicates(key)
+    e = exceptions.assign(_pid=exceptions["project_id"].fillna("").astype(str))
+    e = e.merge(p, on=key, how="left")
+    prior_since = e["_prior_since"]
+    earlier = prior_since.notna() & (prior_since.astype(str) < e["since_period"].astype(str))
+    e.loc[earlier, "since_period"] = prior_since[earlier]
+    return e[EXCEPTION_COLUMNS]
+
+
+def compute_exceptions(inputs: PackInputs, th: Thresholds) -> pd.DataFrame:
+    """The period's ``mart_exception`` rows (city_code filled from the divisions)."""
+    p = inputs.period
+    facts = inputs.facts
+    parts = [
+        not_started_overdue(facts, p, th),
+        stalled(facts, p, th),
+        county_behind(inputs.county_progress, inputs.city_progress, p, th),
+        return_exceptions(inputs.submissions, inputs.expected_counties, p),
+        data_errors(inputs.submissions, inputs.issues, p),
+        unexplained_warnings(inputs.submissions, inputs.issues, p),
+    ]
+    parts = [x for x in parts if len(x)]
+    out = pd.concat(parts, ignore_index=True) if parts else empty_exceptions()
+    city = inputs.divisions.set_index("county_code")["city_code"] if len(inputs.divisions) else pd.Series(dtype=object)
+    out["city_code"] = out["county_code"].map(city).fillna(out["city_code"]) if len(out) else out["city_code"]
+    out = carry_since(out, inputs.prior_exceptions)
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    out = out.assign(_o=out["category"].map(order)).sort_values(["_o", "county_code", "project_id"], na_position="first")
+    log.info("exceptions %s: %s", p, out["category"].value_counts().to_dict())
+    return out.drop(columns="_o").reset_index(drop=True)

@@ -1,0 +1,175 @@
+"""What the pack reads from the warehouse, as plain DataFrames.
+
+:class:`PackInputs` is the only thing the marts and the pack need; :func:`load_inputs` fills it
+from a warehouse (SQLAlchemy engine, bound parameters only). Tests build it from tiny frames.
+Personal columns (reporter, phone) are never read: the fact columns are an allow-list.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+import sqlalchemy as sa
+
+from gaibao.contract import personal_columns
+from reports import periods
+
+log = logging.getLogger(__name__)
+
+# The fact_progress columns the reports use (an allow-list: personal data is never read).
+FACT_COLUMNS: tuple[str, ...] = (
+    "submission_id",
+    "period",
+    "county_code",
+    "school_code",
+    "school_name",
+    "project_id",
+    "project_type",
+    "status",
+    "planned_area_m2",
+    "started_area_m2",
+    "completed_area_m2",
+    "planned_invest_wan",
+    "completed_invest_wan",
+    "funds_central_wan",
+    "funds_local_wan",
+    "planned_start",
+    "actual_start",
+    "completed_date",
+    "note",
+)
+assert not set(FACT_COLUMNS) & personal_columns()
+
+SUBMISSION_COLUMNS: tuple[str, ...] = (
+    "submission_id",
+    "kind",
+    "county_code",
+    "period",
+    "source",
+    "file_name",
+    "sha256",
+    "received_at",
+    "status",
+    "reason",
+    "rows_total",
+    "rows_accepted",
+    "rows_rejected",
+    "is_late",
+)
+
+ISSUE_COLUMNS: tuple[str, ...] = (
+    "submission_id",
+    "kind",
+    "county_code",
+    "period",
+    "row_number",
+    "project_id",
+    "rule",
+    "severity",
+    "column_name",
+    "value",
+    "message",
+    "is_explained",
+)
+
+
+def _empty(columns: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+@dataclass
+class PackInputs:
+    """Every frame the marts and the pack are computed from, for one period."""
+
+    period: str
+    divisions: pd.DataFrame  # county_code, county_name, city_code, city_name
+    county_progress: pd.DataFrame  # mart_county_progress, this period and the previous one
+    city_progress: pd.DataFrame  # mart_city_progress, this period and the previous one
+    county_funding: pd.DataFrame  # mart_county_funding, this period
+    facts: pd.DataFrame  # fact_progress (FACT_COLUMNS), the history window ending at period
+    submissions: pd.DataFrame  # submission rows of this period (every status)
+    issues: pd.DataFrame  # dq_issue rows of this period
+    expected_counties: list[str] = field(default_factory=list)
+    prior_exceptions: pd.DataFrame = field(default_factory=lambda: _empty(["category", "county_code"]))
+    prior_scorecard: pd.DataFrame = field(default_factory=lambda: _empty(["county_code", "score"]))
+
+    def __post_init__(self) -> None:
+        periods.check_period(self.period)
+        if not self.expected_counties:
+            cur = self.county_progress
+            codes = set(cur.loc[cur["period"] == self.period, "county_code"].astype(str)) if len(cur) else set()
+            self.expected_counties = sorted(codes)
+
+
+def _has_table(engine: sa.Engine, name: str) -> bool:
+    return sa.inspect(engine).has_table(name)
+
+
+def _read(engine: sa.Engine, sql: str, params: dict, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    with engine.connect() as conn:
+        frame = pd.read_sql(sa.text(sql), conn, params=params)
+    if columns is not None and frame.empty:
+        return _empty(list(frame.columns) or list(columns))
+    return frame
+
+
+def _in_periods(column: str, names: list[str]) -> tuple[str, dict]:
+    """An ``IN`` clause over periods with one bound parameter per value."""
+    params = {f"p{i}": p for i, p in enumerate(names)}
+    return f"{column} IN ({', '.join(':' + k for k in params)})", params
+
+
+def load_inputs(engine: sa.Engine, period: str, history_periods: int = 6) -> PackInputs:
+    """Read the frames of one period's pack from the warehouse tables."""
+    periods.check_period(period)
+    prev = periods.previous(period)
+    two, two_params = _in_periods("period", [prev, period])
+    hist, hist_params = _in_periods("period", periods.window(period, history_periods))
+    one = {"period": period}
+
+    divisions = _read(engine, "SELECT county_code, county_name, city_code, city_name FROM ref_division", {})
+    county_progress = _read(engine, f"SELECT * FROM mart_county_progress WHERE {two}", two_params)
+    city_progress = _read(engine, f"SELECT * FROM mart_city_progress WHERE {two}", two_params)
+    county_funding = _read(engine, "SELECT * FROM mart_county_funding WHERE period = :period", one)
+    facts = _read(engine, f"SELECT {', '.join(FACT_COLUMNS)} FROM fact_progress WHERE {hist}", hist_params, FACT_COLUMNS)
+    submissions = _read(
+        engine,
+        f"SELECT {', '.join(SUBMISSION_COLUMNS)} FROM submission WHERE period = :period",
+        one,
+        SUBMISSION_COLUMNS,
+    )
+    issues = _read(
+        engine, f"SELECT {', '.join(ISSUE_COLUMNS)} FROM dq_issue WHERE period = :period", one, ISSUE_COLUMNS
+    )
+    plan_codes = _read(engine, "SELECT DISTINCT county_code FROM ref_plan", {})["county_code"].astype(str)
+    ever = _read(engine, "SELECT DISTINCT county_code FROM submission WHERE period <= :period", one)
+    expected = sorted(set(plan_codes) | set(ever["county_code"].astype(str)))
+
+    prior_exceptions = _empty(["category", "county_code", "project_id", "since_period"])
+    prior_scorecard = _empty(["county_code", "score"])
+    if _has_table(engine, "mart_exception"):
+        prior_exceptions = _read(
+            engine,
+            "SELECT category, county_code, project_id, since_period FROM mart_exception WHERE period = :period",
+            {"period": prev},
+        )
+    if _has_table(engine, "mart_scorecard"):
+        prior_scorecard = _read(
+            engine, "SELECT county_code, score FROM mart_scorecard WHERE period = :period", {"period": prev}
+        )
+    log.info("pack inputs %s: %d facts, %d submissions, %d issues", period, len(facts), len(submissions), len(issues))
+    return PackInputs(
+        period=period,
+        divisions=divisions,
+        county_progress=county_progress,
+        city_progress=city_progress,
+        county_funding=county_funding,
+        facts=facts,
+        submissions=submissions,
+        issues=issues,
+        expected_counties=expected,
+        prior_exceptions=prior_exceptions,
+        prior_scorecard=prior_scorecard,
+    )
