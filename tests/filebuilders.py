@@ -286,6 +286,7 @@ def _xlsx_bytes(
     buf = io.BytesIO()
     book = xlsxwriter.Workbook(buf, {"in_memory": True})
     date_fmt = book.add_format({"num_format": "yyyy-mm-dd"})
+    datetime_fmt = book.add_format({"num_format": "yyyy-mm-dd hh:mm"})
     for name in sheets_before:
         book.add_worksheet(name).write(0, 0, f"{name}：请在“{sheet_name}”表填报")
     sheet = book.add_worksheet(sheet_name)
@@ -304,7 +305,9 @@ def _xlsx_bytes(
             for c, value in enumerate(row):
                 if value is None:
                     continue
-                if isinstance(value, dt.date):
+                if isinstance(value, dt.datetime):  # a date with a time of day, as some clerks type
+                    sheet.write_datetime(r, c, value, datetime_fmt)
+                elif isinstance(value, dt.date):
                     if excel_dates:
                         sheet.write_datetime(r, c, dt.datetime.combine(value, dt.time()), date_fmt)
                     else:
