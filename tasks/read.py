@@ -431,7 +431,7 @@ def _assemble(
     picked: dict[str, int] = {}  # canonical -> grid column
     unit_factors: dict[str, float] = {}
     unknown: list[str] = []
-    bad_units: list[tuple[str, str, Column]] = []
+    bad_units: list[tuple[str, str, str]] = []  # header, unit, the column's canonical unit
     for j, text in enumerate(header):
         text = text.strip()
         if not text:
@@ -445,14 +445,12 @@ def _assemble(
             continue
         factor = _UNIT_LOOKUP[col.unit].get(_normalise_unit(unit))
         if factor is None:
-            bad_units.append((text, unit, col))
+            bad_units.append((text, unit, col.unit))
         elif factor != 1.0:
             unit_factors[col.name] = factor
 
     if bad_units:
-        parts = [
-            f"“{h}”中的单位“{u}”（该列应为{c.unit}，可用：{_known_units(c.unit)}）" for h, u, c in bad_units
-        ]
+        parts = [f"“{h}”中的单位“{u}”（该列应为{c}，可用：{_known_units(c)}）" for h, u, c in bad_units]
         return _refused(
             kind,
             "UNKNOWN_UNIT",
@@ -518,7 +516,6 @@ def _assemble(
         total_rows=_frame(names, total_rows, total_numbers),
         unit_factors=unit_factors,
         unknown_columns=unknown,
-        header_row=numbers[header_i] or None,
     )
 
 
@@ -526,6 +523,40 @@ _NO_HEADER_MSG = (
     "未找到表头：文件前 {n} 行中没有一行含有模板的列名（如“区划代码”“学校标识码”“项目编号”）。"
     "请使用模板的表头后重新报送。"
 )
+
+
+def _read_workbook(content: bytes, file_name: str, kind: str | None) -> ParsedReturn:
+    for name, grid, numbers in _workbook_sheets(content, kind):
+        header_i = _find_header(grid, kind)
+        if header_i is not None:
+            result = _assemble(grid, numbers, header_i, kind, file_name)
+            result.header_row = numbers[header_i]
+            result.sheet_name = name
+            return result
+    return _refused(kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name)
+
+
+def _read_json(content: bytes, file_name: str, kind: str | None) -> ParsedReturn:
+    grid, numbers, has_header = _json_grid(_json_records(content))
+    header_i = 0 if has_header else _find_header(grid, kind)
+    if header_i is None or _header_score(grid[header_i], _header_index(kind)) < 1:
+        msg = "JSON 记录的键不是模板的列名（如“区划代码”“项目编号”）。请使用模板的列名后重新报送。"
+        return _refused(kind, "NO_HEADER", msg, file_name=file_name)
+    result = _assemble(grid, numbers, header_i, kind, file_name)
+    result.header_row = None
+    return result
+
+
+def _read_csv(content: bytes, file_name: str, kind: str | None) -> ParsedReturn:
+    grid, numbers, encoding = _csv_grid(content)
+    header_i = _find_header(grid, kind)
+    if header_i is None:
+        result = _refused(kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name)
+    else:
+        result = _assemble(grid, numbers, header_i, kind, file_name)
+        result.header_row = numbers[header_i]
+    result.encoding = encoding
+    return result
 
 
 def read_return(content: bytes, file_name: str, kind: str | None = None) -> ParsedReturn:
@@ -537,51 +568,16 @@ def read_return(content: bytes, file_name: str, kind: str | None = None) -> Pars
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     fmt = detect_format(content, file_name)
-    encoding: str | None = None
-    if not content.lstrip(b"\xef\xbb\xbf \t\r\n"):
-        result = _refused(kind, "EMPTY", "文件是空的。请填写数据后重新报送。", file_name=file_name)
-        result.file_format = fmt
-        return result
-    sheet: str | None = None
     try:
-        if fmt in ("xlsx", "xls"):
-            result = None
-            for name, grid, numbers in _workbook_sheets(content, kind):
-                header_i = _find_header(grid, kind)
-                if header_i is not None:
-                    result = _assemble(grid, numbers, header_i, kind, file_name)
-                    result.header_row = numbers[header_i]
-                    sheet = name
-                    break
-            if result is None:
-                result = _refused(
-                    kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name
-                )
+        if not content.lstrip(b"\xef\xbb\xbf \t\r\n"):
+            result = _refused(kind, "EMPTY", "文件是空的。请填写数据后重新报送。", file_name=file_name)
+        elif fmt in ("xlsx", "xls"):
+            result = _read_workbook(content, file_name, kind)
         elif fmt == "json":
-            grid, numbers, has_header = _json_grid(_json_records(content))
-            header_i = 0 if has_header else _find_header(grid, kind)
-            if header_i is not None and _header_score(grid[header_i], _header_index(kind)) < 1:
-                header_i = None
-            if header_i is None:
-                result = _refused(
-                    kind,
-                    "NO_HEADER",
-                    "JSON 记录的键不是模板的列名。请使用模板的列名后重新报送。",
-                    file_name=file_name,
-                )
-            else:
-                result = _assemble(grid, numbers, header_i, kind, file_name)
+            result = _read_json(content, file_name, kind)
         else:
-            grid, numbers, encoding = _csv_grid(content)
-            header_i = _find_header(grid, kind)
-            if header_i is None:
-                result = _refused(
-                    kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name
-                )
-            else:
-                result = _assemble(grid, numbers, header_i, kind, file_name)
+            result = _read_csv(content, file_name, kind)
     except _Unreadable as exc:
-        logger.info("unreadable %s: %s", file_name, exc)
         result = _refused(
             kind,
             "UNREADABLE",
@@ -589,8 +585,15 @@ def read_return(content: bytes, file_name: str, kind: str | None = None) -> Pars
             file_name=file_name,
         )
     result.file_format = fmt
-    result.encoding = encoding
-    result.sheet_name = sheet
     if result.refusal is not None:
         logger.info("refused %s: %s", file_name, result.refusal)
+    else:
+        logger.debug(
+            "read %s: %s %s, %d rows, %d total rows",
+            file_name,
+            fmt,
+            result.kind,
+            len(result.rows),
+            len(result.total_rows),
+        )
     return result
