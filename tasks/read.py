@@ -414,6 +414,50 @@ def _frame(names: list[str], rows: list[list[str | None]], numbers: list[int]) -
     return frame
 
 
+def _combine_header(parent: list[str], child: list[str], index: _HeaderIndex) -> list[str] | None:
+    """A header written over two rows (``其中（万元）`` merged above ``中央资金`` | ``地方资金``).
+
+    ``child`` is a sub-header row when every non-empty cell in it names a contract column.
+    Its cells fill the columns where ``parent`` names none; a sub-header without a unit takes the
+    unit of the group label above it (the nearest non-empty parent cell at or left of it).
+    Returns None when ``child`` is not a sub-header row.
+    """
+    filled = [(j, c.strip()) for j, c in enumerate(child) if c.strip()]
+    if not filled or any(index.match(c)[0] is None for _, c in filled):
+        return None
+    if not any(index.match(c)[0] is not None for c in parent if c.strip()):
+        return None  # a title or note row above the header, not the upper half of it
+    width = max(len(parent), len(child))
+    combined = [c.strip() for c in parent] + [""] * (width - len(parent))
+    changed = False
+    for j, text in filled:
+        if combined[j] and index.match(combined[j])[0] is not None:
+            continue  # the parent names this column already (a vertically merged header)
+        if normalise_header(text)[1] is None:
+            label = next(
+                (parent[k].strip() for k in range(j, -1, -1) if parent[k : k + 1] and parent[k].strip()), ""
+            )
+            group_unit = normalise_header(label)[1] if label and index.match(label)[0] is None else None
+            if group_unit:
+                text = f"{text}（{group_unit}）"
+        combined[j] = text
+        changed = True
+    return combined if changed else None
+
+
+def _two_row_header(grid: list[list[str]], header_i: int, index: _HeaderIndex) -> tuple[list[str], int]:
+    """The header texts and the grid index where data starts (after one or two header rows)."""
+    if header_i + 1 < len(grid):
+        combined = _combine_header(grid[header_i], grid[header_i + 1], index)
+        if combined is not None:
+            return combined, header_i + 2
+    if header_i > 0:
+        combined = _combine_header(grid[header_i - 1], grid[header_i], index)
+        if combined is not None:
+            return combined, header_i + 1
+    return grid[header_i], header_i + 1
+
+
 def _assemble(
     grid: list[list[str]],
     numbers: list[int],
@@ -421,7 +465,7 @@ def _assemble(
     kind: str | None,
     file_name: str,
 ) -> ParsedReturn:
-    header = grid[header_i]
+    header, data_start = _two_row_header(grid, header_i, _header_index(kind))
     if kind is None:
         kind = detect_kind(header)
         if kind is None:  # pragma: no cover - a found header always matches some kind
@@ -486,7 +530,7 @@ def _assemble(
     data_numbers: list[int] = []
     total_rows: list[list[str | None]] = []
     total_numbers: list[int] = []
-    for number, row in zip(numbers[header_i + 1 :], grid[header_i + 1 :], strict=True):
+    for number, row in zip(numbers[data_start:], grid[data_start:], strict=True):
         if len(row) < width:
             row = row + [""] * (width - len(row))
         cells = (getter(row),) if single else getter(row)

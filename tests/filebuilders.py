@@ -40,7 +40,8 @@ Options (all keyword-only; the defaults give the plain template file):
   under which the list sits, as a platform returns it.
 - ``excel_dates`` (XLSX): ``datetime.date`` values as real Excel dates (default) or as text.
 
-``clerk_row(index, ...)`` is deliberately not provided: tests state the row numbers they
+``build_table`` gives the header and value rows for tests that lay a file out by hand;
+``cell_text`` turns a value into a CSV cell the same way. ``clerk_row(index, ...)`` is deliberately not provided: tests state the row numbers they
 expect, as a clerk would read them in Excel.
 """
 
@@ -152,8 +153,8 @@ def _scaled(value: Any, col: Column, unit: str | None) -> Any:
     return round(value / factor, 6)
 
 
-def _text(value: Any) -> str:
-    """A value as a CSV cell."""
+def cell_text(value: Any) -> str:
+    """A value as a clerk's CSV cell: None -> "", 1500.0 -> "1500", dates ISO."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -266,7 +267,7 @@ def return_bytes(
             writer.writerow([] if r is None else [r[0]] + [""] * (width - 1))
         writer.writerow(header)
         for r in grid:
-            writer.writerow([""] * width if r is None else [_text(v) for v in r])
+            writer.writerow([""] * width if r is None else [cell_text(v) for v in r])
         return out.getvalue().encode(encoding)
 
     return _xlsx_bytes(header, top, grid, sheet_name, sheets_before, merge_title, excel_dates)

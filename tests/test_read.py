@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import xlsxwriter
-from filebuilders import build_table, funding_rows, progress_rows, return_bytes, write_return
+from filebuilders import build_table, cell_text, funding_rows, progress_rows, return_bytes, write_return
 
 from gaibao.contract import COLUMNS
 from tasks.read import ParsedReturn, detect_format, normalise_header, read_return
@@ -569,3 +569,62 @@ def test_unknown_kind_argument_is_a_programming_error() -> None:
 )
 def test_detect_format(content: bytes, name: str, fmt: str) -> None:
     assert detect_format(content, name) == fmt
+
+
+# --------------------------------------------------------------------------------------------
+# Headers over two rows (a merged 其中 group above its parts)
+
+
+def _two_row_header_grid(group_unit: str) -> tuple[list[str], list[str], list[list]]:
+    header, body = build_table(
+        progress_rows(2), "progress", units={"funds_central_wan": group_unit, "funds_local_wan": group_unit}
+    )
+    top = list(header)
+    sub = [""] * len(header)
+    j = header.index(f"其中：中央资金（{group_unit}）")
+    top[j], top[j + 1] = f"其中（{group_unit}）", ""
+    sub[j], sub[j + 1] = "中央资金", "地方资金"
+    return top, sub, body
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_two_row_header_with_merged_group_label(tmp_path: Path, fmt: str) -> None:
+    top, sub, body = _two_row_header_grid("元")
+    if fmt == "csv":
+        lines = [TITLE, ",".join(top), ",".join(sub)]
+        lines += [",".join(cell_text(v) for v in row) for row in body]
+        path = tmp_path / "r.csv"
+        path.write_text("\n".join(lines) + "\n", encoding="gbk")
+    else:
+        buf = io.BytesIO()
+        book = xlsxwriter.Workbook(buf, {"in_memory": True})
+        sheet = book.add_worksheet("Sheet1")
+        sheet.merge_range(0, 0, 0, len(top) - 1, TITLE)
+        j = top.index("其中（元）")
+        for k, text in enumerate(top):
+            if k not in (j, j + 1):
+                sheet.merge_range(1, k, 2, k, text)  # vertically merged header cells
+        sheet.merge_range(1, j, 1, j + 1, "其中（元）")
+        sheet.write_row(2, j, sub[j : j + 2])
+        for i, row in enumerate(body, start=3):
+            sheet.write_row(i, 0, [v.isoformat() if isinstance(v, dt.date) else v for v in row])
+        book.close()
+        path = tmp_path / "r.xlsx"
+        path.write_bytes(buf.getvalue())
+
+    parsed = read_file(path)
+
+    assert_ok(parsed)
+    assert parsed.unit_factors == {"funds_central_wan": 1e-4, "funds_local_wan": 1e-4}
+    assert parsed.rows["funds_central_wan"].tolist() == ["400000", "405000"]
+    assert parsed.rows["row_number"].tolist() == [4, 5]
+
+
+def test_title_directly_above_english_headers_lends_no_unit(tmp_path: Path) -> None:
+    path = write_return(
+        tmp_path / "r.csv", progress_rows(2), "progress", header_style="en", title_rows=[TITLE]
+    )
+    parsed = read_file(path)
+    assert_ok(parsed)
+    assert parsed.unit_factors == {}
+    assert parsed.rows["row_number"].tolist() == [3, 4]
