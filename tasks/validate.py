@@ -149,7 +149,7 @@ def helper_columns(kind: str, typed: pd.DataFrame) -> dict[str, pd.Series]:
         helpers["completed_area_to_planned_ratio"] = _ratio(completed, planned)
         helpers["completed_invest_to_planned_ratio"] = _ratio(typed["completed_invest_wan"], typed["planned_invest_wan"])
         central, local = typed["funds_central_wan"], typed["funds_local_wan"]
-        funds = central.fillna(0) + local.fillna(0) - typed["completed_invest_wan"].fillna(0)
+        funds = central.fillna(0) + local.fillna(0) - typed["completed_invest_wan"]
         helpers["funds_minus_completed_invest_wan"] = funds.where(central.notna() | local.notna())
         done = typed["completed_date"]
         helpers["completed_days_after_start"] = (done - typed["actual_start"]).dt.days.astype("float64")

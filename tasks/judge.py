@@ -1,0 +1,412 @@
+"""Judging one batch of returns (one kind, one period): type, validate, apply the file rules.
+
+``judge_batch`` takes every candidate file of a batch, types all their rows at once
+(``tasks.normalise``), validates them in one GX call per suite (``tasks.validate``) and adds the
+rules that concern a whole file:
+
+- a file ``tasks.read`` refused (unreadable, no header, a required column missing, …);
+- a period column naming another period (``WRONG_PERIOD``), a county code naming another county
+  than the source that delivered the file (``WRONG_COUNTY``) or no known county
+  (``UNKNOWN_COUNTY``): the file is refused whole;
+- every row rejected: the file is refused (``ALL_ROWS_REJECTED``), the earlier accepted data stays;
+- the 合计 row against the sums of the rows (``TOTAL_MISMATCH``, a warning on the file);
+- lateness: received after day ``due_day`` of the month after the period (in ``tz``).
+
+It returns a :class:`Judgement`: the ``submission`` records, the accepted typed rows (facts)
+and every finding (issues), shaped as docs/ARCHITECTURE.md describes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from gaibao import contract
+from tasks.normalise import (
+    FINDING_COLUMNS,
+    ROW_NUMBER,
+    SUBMISSION_ID,
+    concat_returns,
+    empty_findings,
+    normalise_frame,
+    parse_period,
+)
+from tasks.read import ParsedReturn
+from tasks.validate import plain_message, rules_version, validate_batch
+
+log = logging.getLogger(__name__)
+
+SUBMISSION_COLUMNS = [
+    "submission_id",
+    "kind",
+    "county_code",
+    "period",
+    "source",
+    "file_name",
+    "sha256",
+    "received_at",
+    "status",
+    "reason",
+    "refusal_code",
+    "rows_total",
+    "rows_accepted",
+    "rows_rejected",
+    "rules_version",
+    "is_late",
+    "unknown_columns",
+    "loaded_at",
+]
+ISSUE_COLUMNS = [
+    "submission_id",
+    "kind",
+    "county_code",
+    "period",
+    "row_number",
+    "project_id",
+    "rule",
+    "severity",
+    "column_name",
+    "value",
+    "message",
+    "is_explained",
+]
+
+
+@dataclass
+class Candidate:
+    """One file of a batch, read, with what its source says it should be."""
+
+    kind: str
+    county_code: str | None  # the county whose source delivered the file (None: unknown)
+    period: str | None  # the period being ingested (None for plan files)
+    file_name: str
+    sha256: str
+    source: str
+    received_at: datetime
+    parsed: ParsedReturn
+
+
+@dataclass
+class Judgement:
+    submissions: pd.DataFrame  # SUBMISSION_COLUMNS
+    facts: pd.DataFrame  # canonical columns + submission_id + row_number, accepted rows only
+    issues: pd.DataFrame  # ISSUE_COLUMNS
+
+
+def submission_id(kind: str, county_code: str | None, period: str | None, sha256: str, version: str | None = None) -> str:
+    """``sha256("{kind}|{county_code}|{period}|{sha256}|{rules_version}")[:20]``."""
+    version = version or rules_version()
+    text = f"{kind}|{county_code or ''}|{period or ''}|{sha256}|{version}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def is_late(received_at: datetime, period: str | None, due_day: int = 5, tz: str = "Asia/Shanghai") -> bool:
+    """Received (in ``tz``) after the end of day ``due_day`` of the month after ``period``."""
+    if not period:
+        return False
+    year, month = int(period[:4]), int(period[5:7])
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    when = received_at if received_at.tzinfo else received_at.replace(tzinfo=UTC)
+    local = when.astimezone(ZoneInfo(tz)).date()
+    return local > datetime(year, month, due_day).date()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def judge_batch(
+    kind: str,
+    candidates: list[Candidate],
+    previous: pd.DataFrame | None,
+    known_counties: set[str],
+    due_day: int = 5,
+    tz: str = "Asia/Shanghai",
+) -> Judgement:
+    """Judge every candidate file of one batch (one kind; one period unless ``plan``)."""
+    version = rules_version()
+    subs: dict[str, dict] = {}
+    refusals: dict[str, tuple[str, str, str | None, str | None]] = {}  # sid -> (code, reason, column, value)
+    ordered: list[tuple[str, Candidate]] = []
+    for cand in candidates:
+        sid = submission_id(cand.kind, cand.county_code, cand.period, cand.sha256, version)
+        if sid in subs:
+            log.info("skipping a second copy of %s (%s) in one batch", cand.file_name, sid)
+            continue
+        subs[sid] = _submission_record(sid, cand, version, due_day, tz)
+        if cand.parsed.refusal is not None:
+            refusal = cand.parsed.refusal
+            refusals[sid] = (refusal.code, refusal.message_zh, None, None)
+        ordered.append((sid, cand))
+
+    readable = [(sid, c.parsed) for sid, c in ordered if sid not in refusals]
+    raw, factors = concat_returns(kind, readable)
+    typed, type_findings = normalise_frame(kind, raw, factors)
+
+    if kind != "plan":
+        expected = {sid: (c.county_code, c.period) for sid, c in ordered if sid not in refusals}
+        refusals.update(_file_refusals(kind, typed, expected, known_counties))
+
+    keep = ~typed[SUBMISSION_ID].isin(list(refusals)).to_numpy()
+    typed, raw = typed[keep].reset_index(drop=True), raw[keep].reset_index(drop=True)
+    type_findings = type_findings[~type_findings["submission_id"].isin(list(refusals))]
+
+    findings = validate_batch(kind, typed, previous, raw=raw, unit_factors=factors)
+    mismatch = _total_mismatch(kind, [(s, c) for s, c in ordered if s not in refusals], typed)
+    findings = _concat([type_findings, findings, mismatch])
+
+    # Rows with an error are rejected; a file with no accepted row is refused.
+    errors = findings[(findings["severity"] == "error") & findings["row_number"].notna()]
+    bad = set(zip(errors["submission_id"], errors["row_number"].astype("int64"), strict=True))
+    rejected = _row_mask(typed, bad)
+    counts = pd.DataFrame({"sid": typed[SUBMISSION_ID].to_numpy(), "rejected": rejected}).groupby("sid")["rejected"]
+    totals, n_rejected = counts.size().to_dict(), counts.sum().to_dict()
+    for sid, record in subs.items():
+        if sid in refusals:
+            continue
+        record["rows_total"] = int(totals.get(sid, 0))
+        record["rows_rejected"] = int(n_rejected.get(sid, 0))
+        record["rows_accepted"] = record["rows_total"] - record["rows_rejected"]
+        if record["rows_total"] and record["rows_accepted"] == 0:
+            reason = plain_message(kind, "ALL_ROWS_REJECTED").format(rows=record["rows_total"])
+            refusals[sid] = ("ALL_ROWS_REJECTED", reason, None, None)
+
+    file_issues = []
+    for sid, (code, reason, column, value) in refusals.items():
+        record = subs[sid]
+        record.update(status="refused", reason=reason, refusal_code=code, rows_accepted=0)
+        if code != "ALL_ROWS_REJECTED":
+            record["rows_total"] = int(len(_candidate(ordered, sid).parsed.rows))
+            record["rows_rejected"] = record["rows_total"]
+        file_issues.append(
+            {
+                "submission_id": sid,
+                "row_number": pd.NA,
+                "project_id": None,
+                "rule": code,
+                "severity": "error",
+                "column_name": column,
+                "value": value,
+                "message": reason,
+                "is_explained": False,
+            }
+        )
+    if file_issues:
+        findings = _concat([pd.DataFrame(file_issues, columns=FINDING_COLUMNS), findings])
+
+    accepted = ~rejected & ~typed[SUBMISSION_ID].isin(list(refusals)).to_numpy()
+    facts = typed[accepted].reset_index(drop=True)
+    facts = facts[[SUBMISSION_ID, *contract.canonical_names(kind), ROW_NUMBER]]
+
+    submissions = pd.DataFrame([subs[sid] for sid in subs], columns=SUBMISSION_COLUMNS)
+    issues = _issues(findings, submissions, kind)
+    log.info(
+        "judged %d %s files: %d accepted, %d refused, %d rows accepted, %d issues",
+        len(submissions),
+        kind,
+        int((submissions["status"] == "accepted").sum()),
+        int((submissions["status"] == "refused").sum()),
+        len(facts),
+        len(issues),
+    )
+    return Judgement(submissions=submissions.reset_index(drop=True), facts=facts, issues=issues)
+
+
+def judge_file(
+    content: bytes,
+    file_name: str,
+    county_code: str | None = None,
+    period: str | None = None,
+    previous: pd.DataFrame | None = None,
+    kind: str | None = None,
+    known_counties: Iterable[str] | None = None,
+    received_at: datetime | None = None,
+    due_day: int = 5,
+    tz: str = "Asia/Shanghai",
+) -> Judgement:
+    """The clerk's pre-check (``gaibao check``): judge one file as the nightly run would.
+
+    County and period default to the file's own (the first value of its columns; the period
+    also from the file name), known counties to the bundled division list.
+    """
+    from tasks.read import read_return
+
+    parsed = read_return(content, file_name, kind=kind)
+    kind = kind or parsed.kind or "progress"
+    if parsed.refusal is None and len(parsed.rows):
+        if county_code is None and "county_code" in parsed.rows.columns:
+            county_code = _first_value(parsed.rows["county_code"])
+            county_code = county_code.translate({0xFF10 + i: 0x30 + i for i in range(10)}) if county_code else None
+        if period is None and "period" in parsed.rows.columns:
+            period = parse_period(_first_value(parsed.rows["period"]))
+    if period is None and kind != "plan":
+        period = parse_period(file_name)
+    if known_counties is None:
+        from gaibao.divisions import bundled_divisions
+
+        known_counties = bundled_divisions()["county_code"].astype(str)
+    candidate = Candidate(
+        kind=kind,
+        county_code=county_code,
+        period=period,
+        file_name=file_name,
+        sha256=hashlib.sha256(content).hexdigest(),
+        source="check",
+        received_at=received_at or datetime.now(UTC),
+        parsed=parsed,
+    )
+    return judge_batch(kind, [candidate], previous, set(known_counties), due_day=due_day, tz=tz)
+
+
+# --------------------------------------------------------------------------------------------
+# File-level rules
+
+
+def _submission_record(sid: str, cand: Candidate, version: str, due_day: int, tz: str) -> dict:
+    return {
+        "submission_id": sid,
+        "kind": cand.kind,
+        "county_code": cand.county_code,
+        "period": cand.period,
+        "source": cand.source,
+        "file_name": cand.file_name,
+        "sha256": cand.sha256,
+        "received_at": cand.received_at,
+        "status": "accepted",
+        "reason": None,
+        "refusal_code": None,
+        "rows_total": int(len(cand.parsed.rows)),
+        "rows_accepted": 0,
+        "rows_rejected": 0,
+        "rules_version": version,
+        "is_late": is_late(cand.received_at, cand.period, due_day, tz),
+        "unknown_columns": json.dumps(list(cand.parsed.unknown_columns), ensure_ascii=False),
+        "loaded_at": None,
+    }
+
+
+def _file_refusals(
+    kind: str,
+    typed: pd.DataFrame, expected: dict[str, tuple[str | None, str | None]], known: set[str]
+) -> dict[str, tuple[str, str, str | None, str | None]]:
+    """WRONG_PERIOD, WRONG_COUNTY and UNKNOWN_COUNTY per submission (first that applies)."""
+    out: dict[str, tuple[str, str, str | None, str | None]] = {}
+    kind_messages = {code: plain_message(kind, code) for code in ("WRONG_PERIOD", "WRONG_COUNTY", "UNKNOWN_COUNTY")}
+    periods = typed[[SUBMISSION_ID, "period"]].dropna().drop_duplicates()
+    counties = typed[[SUBMISSION_ID, "county_code"]].dropna().drop_duplicates()
+    found_periods = periods.groupby(SUBMISSION_ID)["period"].agg(list).to_dict()
+    found_counties = counties.groupby(SUBMISSION_ID)["county_code"].agg(list).to_dict()
+    for sid, (county, period) in expected.items():
+        wrong_periods = [p for p in found_periods.get(sid, []) if period is not None and p != period]
+        if wrong_periods:
+            found = "、".join(sorted(wrong_periods))
+            out[sid] = ("WRONG_PERIOD", kind_messages["WRONG_PERIOD"].format(found=found, expected=period), "period", found)
+            continue
+        codes = found_counties.get(sid, [])
+        wrong_codes = [c for c in codes if county is not None and c != county]
+        if wrong_codes:
+            found = "、".join(sorted(wrong_codes))
+            message = kind_messages["WRONG_COUNTY"].format(found=found, expected=county)
+            out[sid] = ("WRONG_COUNTY", message, "county_code", found)
+            continue
+        unknown = sorted({c for c in [*codes, county] if c is not None and c not in known})
+        if unknown:
+            found = "、".join(unknown)
+            out[sid] = ("UNKNOWN_COUNTY", kind_messages["UNKNOWN_COUNTY"].format(found=found), "county_code", found)
+    return out
+
+
+def _total_mismatch(kind: str, items: list[tuple[str, Candidate]], typed: pd.DataFrame) -> pd.DataFrame:
+    """W TOTAL_MISMATCH: a 合计 row's figure against the sum of the file's rows (|diff| > 0.01)."""
+    columns = contract.SUMMABLE_COLUMNS.get(kind, ())
+    with_totals = [(sid, c.parsed) for sid, c in items if len(c.parsed.total_rows)]
+    if not columns or not with_totals:
+        return empty_findings()
+    totals_raw, factors = concat_returns(kind, [(sid, _with_rows(p, p.total_rows)) for sid, p in with_totals])
+    totals, _ = normalise_frame(kind, totals_raw, factors)
+    totals = totals.drop_duplicates(SUBMISSION_ID, keep="last").set_index(SUBMISSION_ID)
+    sums = typed.groupby(SUBMISSION_ID)[list(columns)].sum(min_count=1)
+    template = plain_message(kind, "TOTAL_MISMATCH")
+    rows = []
+    raw_totals = totals_raw.drop_duplicates(SUBMISSION_ID, keep="last").set_index(SUBMISSION_ID)
+    for column in columns:
+        stated = totals[column]
+        summed = sums[column].reindex(stated.index).fillna(0.0)
+        diff = stated - summed
+        off = stated.notna() & (diff.abs() > 0.01)
+        for sid in stated.index[off.to_numpy()]:
+            label = contract.label_zh(kind, column)
+            written = raw_totals.at[sid, column]
+            message = "第{}行".format(int(totals.at[sid, ROW_NUMBER])) + template.format(
+                column=label, value=written, sum=_short(summed[sid]), diff=_short(diff[sid])
+            )
+            rows.append(
+                {
+                    "submission_id": sid,
+                    "row_number": pd.NA,
+                    "project_id": None,
+                    "rule": "TOTAL_MISMATCH",
+                    "severity": "warning",
+                    "column_name": column,
+                    "value": written,
+                    "message": message,
+                    "is_explained": False,
+                }
+            )
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS) if rows else empty_findings()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_findings()
+
+
+def _with_rows(parsed: ParsedReturn, rows: pd.DataFrame) -> ParsedReturn:
+    return ParsedReturn(kind=parsed.kind, rows=rows, total_rows=rows.iloc[:0], unit_factors=parsed.unit_factors)
+
+
+def _candidate(ordered: list[tuple[str, Candidate]], sid: str) -> Candidate:
+    return next(c for s, c in ordered if s == sid)
+
+
+def _row_mask(typed: pd.DataFrame, pairs: set[tuple[str, int]]) -> np.ndarray:
+    if not pairs or typed.empty:
+        return np.zeros(len(typed), dtype=bool)
+    bad = pd.DataFrame(list(pairs), columns=[SUBMISSION_ID, ROW_NUMBER])
+    bad[SUBMISSION_ID] = bad[SUBMISSION_ID].astype(str)
+    bad["_bad"] = True
+    keys = typed[[SUBMISSION_ID, ROW_NUMBER]].astype({SUBMISSION_ID: str, ROW_NUMBER: "int64"})
+    merged = keys.merge(bad, on=[SUBMISSION_ID, ROW_NUMBER], how="left")
+    return merged["_bad"].fillna(False).to_numpy(dtype=bool)
+
+
+def _issues(findings: pd.DataFrame, submissions: pd.DataFrame, kind: str) -> pd.DataFrame:
+    where = submissions.set_index("submission_id")[["county_code", "period"]]
+    issues = findings.copy()
+    issues["kind"] = kind
+    issues["county_code"] = issues["submission_id"].map(where["county_code"])
+    issues["period"] = issues["submission_id"].map(where["period"])
+    issues["row_number"] = issues["row_number"].astype("Int64")
+    issues["is_explained"] = issues["is_explained"].astype(bool)
+    return issues[ISSUE_COLUMNS].reset_index(drop=True)
+
+
+def _first_value(series: pd.Series) -> str | None:
+    values = series.dropna()
+    values = values[values.astype(str).str.strip() != ""]
+    return str(values.iloc[0]).strip() if len(values) else None
+
+
+def _short(number: float) -> str:
+    return f"{number:.2f}".rstrip("0").rstrip(".")
