@@ -223,31 +223,35 @@ def _find_header(grid: Sequence[Sequence[str]], kind: str | None) -> int | None:
 # Cells
 
 
+def _float_text(value: float) -> str:
+    if value.is_integer():
+        return str(int(value))
+    if value != value or value in (_INF, -_INF):
+        return ""
+    return format(value, ".15g")  # Excel shows at most 15 significant digits
+
+
+_INF = float("inf")
+
+# Exact type -> text, for the cell types calamine and json produce (one dict lookup per cell).
+_TO_TEXT: dict[type, Any] = {
+    str: lambda v: v,
+    float: _float_text,
+    int: str,
+    bool: lambda v: "TRUE" if v else "FALSE",
+    type(None): lambda v: "",
+    dt.datetime: lambda v: v.date().isoformat(),  # a time of day on a date cell is dropped
+    dt.date: dt.date.isoformat,
+    dt.time: dt.time.isoformat,
+    dict: lambda v: json.dumps(v, ensure_ascii=False),
+    list: lambda v: json.dumps(v, ensure_ascii=False),
+}
+
+
 def _cell_to_str(value: Any) -> str:
     """A workbook or JSON value as the text the clerk sees (dates ISO, 340321.0 -> 340321)."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return ""
-        if value.is_integer():
-            return str(int(value))
-        return format(value, ".15g")  # Excel shows at most 15 significant digits
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()  # a time of day on a date cell is dropped
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, dt.time):
-        return value.isoformat()
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    convert = _TO_TEXT.get(type(value))
+    return convert(value) if convert is not None else str(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +334,8 @@ def _workbook_sheets(content: bytes, kind: str | None) -> Iterable[tuple[str, li
                 raw = book.get_sheet_by_name(name).to_python(skip_empty_area=False)
             except CalamineError as exc:
                 raise _Unreadable(f"工作表“{name}”无法读取") from exc
-            grid = [[c if type(c) is str else _cell_to_str(c) for c in row] for row in raw]
+            get = _TO_TEXT.get
+            grid = [[c if type(c) is str else get(type(c), str)(c) for c in row] for row in raw]
             yield name, grid, list(range(1, len(grid) + 1))
 
 
@@ -618,7 +623,13 @@ def read_return(content: bytes, file_name: str, kind: str | None = None) -> Pars
         elif fmt in ("xlsx", "xls"):
             result = _read_workbook(content, file_name, kind)
         elif fmt == "json":
-            result = _read_json(content, file_name, kind)
+            try:
+                result = _read_json(content, file_name, kind)
+            except _Unreadable:
+                if file_name.lower().endswith(".json"):
+                    raise
+                fmt = "csv"  # a CSV whose first cell starts with [ or {
+                result = _read_csv(content, file_name, kind)
         else:
             result = _read_csv(content, file_name, kind)
     except _Unreadable as exc:

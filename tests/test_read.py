@@ -198,6 +198,16 @@ def test_json_nested_platform_envelope(tmp_path: Path) -> None:
 # Header row, header text, units
 
 
+def test_csv_starting_with_a_bracket_is_still_csv(tmp_path: Path) -> None:
+    path = write_return(
+        tmp_path / "r.csv", progress_rows(2), "progress", title_rows=["[怀远县] 项目进展月报"]
+    )
+    parsed = read_file(path)
+    assert_ok(parsed)
+    assert parsed.file_format == "csv"
+    assert parsed.rows["row_number"].tolist() == [3, 4]
+
+
 def test_csv_title_and_note_rows_above_header(tmp_path: Path) -> None:
     path = write_return(
         tmp_path / "r.csv",
