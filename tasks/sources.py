@@ -456,7 +456,9 @@ class HttpSource:
 
         deadline = time.monotonic() + self.timeout_s
         try:
-            with client.stream("GET", url, params=params) as response:
+            # merge the page parameter into the URL's own query (``params=`` would replace it)
+            target = httpx.URL(url).copy_merge_params(dict(params)) if params else httpx.URL(url)
+            with client.stream("GET", target) as response:
                 status = response.status_code
                 if status in (401, 403):
                     raise SourceUnreachable(
@@ -745,7 +747,8 @@ class DatabaseSource:
     Result columns should be named as the contract's canonical columns (``select xmbh as
     project_id``), or renamed with ``columns`` ({result column: canonical name}); names that match
     a canonical name case-insensitively are lower-cased (Oracle/DB2 upper-case them).
-    Rows are ordered deterministically (by their JSON form) so the same rows give the same sha256.
+    Rows are ordered deterministically (by ``project_id`` when present, then by their JSON form),
+    so the same rows give the same bytes and sha256 whatever order the database returns them in.
     ``password_env`` names the environment variable holding the password (kept out of the URL).
     """
 
@@ -801,7 +804,10 @@ class DatabaseSource:
             ) from exc
         if not rows:
             return []
-        rows.sort(key=lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
+        # deterministic whatever the database's plan: by project id when there is one, then by content
+        rows.sort(
+            key=lambda r: (str(r.get("project_id") or ""), json.dumps(r, ensure_ascii=False, sort_keys=True))
+        )
         return [
             Received(
                 county_code=county_code,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 # Faults a route can be told to produce, one per request, before it answers normally.
 FAULTS = ("500", "503", "401", "403", "404", "hang", "truncate", "badjson", "trickle")
@@ -108,9 +108,11 @@ class FaultyHttpServer:
     # lifecycle ----------------------------------------------------------------------------
     def start(self) -> FaultyHttpServer:
         handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="faulty-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="faulty-http", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -134,6 +136,10 @@ class FaultyHttpServer:
             if route.faults:
                 return route.faults.popleft()
             return route.always
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many counties connect at once; the default backlog of 5 drops them
 
 
 def _make_handler(server: FaultyHttpServer) -> type[BaseHTTPRequestHandler]:
@@ -208,7 +214,9 @@ def _page_body(route: _Route, query: dict[str, list[str]]) -> tuple[bytes, dict[
     if route.pagination == "next":
         cursor = int(query.get("cursor", ["0"])[0])
         records = route.pages[cursor] if cursor < len(route.pages) else []
-        next_link = f"?cursor={cursor + 1}" if cursor + 1 < len(route.pages) else None
+        # a relative link that keeps the request's other parameters (as real platforms do)
+        next_query = urlencode({**{k: v[0] for k, v in query.items()}, "cursor": cursor + 1})
+        next_link = f"?{next_query}" if cursor + 1 < len(route.pages) else None
         payload: Any = {"records": records, "next": next_link}
     elif route.pagination == "page":
         page = int(query.get(route.page_param, ["1"])[0])
