@@ -1,0 +1,727 @@
+"""``Warehouse``: the small public face over the archive, the Parquet lake and the SQL tables.
+
+Loading (docs/ARCHITECTURE.md "Loading") is all-or-nothing for a whole batch across lake and
+SQL. The protocol of ``load_batch``:
+
+1. journal ``lake/_journal/<load_id>.json`` (state ``staging``), held by an flock on ``.lock``;
+2. stage the batch's fact rows as Parquet under ``lake/_staging/<load_id>/`` (one pyarrow call);
+3. SQL transaction: lock the (kind, county, period) keys, decide who supersedes whom, save the
+   before-image of the touched ``submission``/``dq_issue`` rows next to the journal, write the
+   planned file moves to the journal (state ``prepared``), delete/update/insert, insert a commit
+   marker row into ``warehouse_load``, swap the lake partitions (old files to
+   ``lake/_trash/<load_id>/``), commit;
+4. journal state ``committed``; delete trash, staging, the marker row and the journal.
+
+Any failure before the commit rolls the SQL back and moves every file back. A failure after the
+commit is compensated: the before-image and the trashed Parquet files (which hold exactly the
+deleted fact rows) are written back in one transaction and the files moved back. A process killed
+at any step is repaired when the next ``Warehouse`` opens: the marker row tells whether the SQL
+committed (then the load is finished) or not (then the files are moved back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from warehouse import lake as lakemod
+from warehouse import migrate
+from warehouse.archive import Archive
+from warehouse.lake import Lake, arrow_schema, frame_to_arrow
+from warehouse.schema import (
+    FACT_TABLES,
+    dq_issue,
+    metadata,
+    ref_division,
+    ref_plan,
+    submission,
+    warehouse_load,
+)
+
+log = logging.getLogger(__name__)
+
+# Failure injection for tests: set to one of FAIL_POINTS and load_batch raises there.
+FAIL_AT: str | None = None
+FAIL_POINTS = ("after_lake_stage", "after_journal", "during_lake_swap", "before_sql_commit", "after_sql_commit")
+
+CHUNK_ROWS = 50_000
+IN_CHUNK = 900  # bound parameters per IN (...) list
+SUBMISSION_STATUSES = ("accepted", "refused", "superseded")
+
+
+class InjectedFailure(RuntimeError):
+    """Raised at ``FAIL_AT``; never raised in production."""
+
+
+def _maybe_fail(point: str) -> None:
+    if point == FAIL_AT:
+        raise InjectedFailure(point)
+
+
+def make_submission_id(kind: str, county_code: str, period: str, sha256: str, rules_version: str) -> str:
+    """docs/ARCHITECTURE.md "Identity"."""
+    key = f"{kind}|{county_code}|{period}|{sha256}|{rules_version}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    load_id: str
+    kind: str
+    accepted: list[str] = field(default_factory=list)  # now the current submission of their key
+    superseded: list[str] = field(default_factory=list)  # lost accepted status (earlier loads or this batch)
+    refused: list[str] = field(default_factory=list)
+    fact_rows: int = 0
+    issues: int = 0
+    seconds: float = 0.0
+
+
+def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _lock_key(kind: str, county_code: str, period: str) -> int:
+    digest = hashlib.sha256(f"{kind}|{county_code}|{period}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _py(value: Any) -> Any:
+    """A pandas/numpy scalar as a plain Python value for a DB-API bind (NaN/NaT/NA -> None)."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict[str, Any]]:
+    cols = [c for c in columns if c in frame.columns]
+    return [{c: _py(v) for c, v in zip(cols, row, strict=True)} for row in frame[cols].itertuples(index=False)]
+
+
+def _utc(value: Any) -> pd.Timestamp | None:
+    v = _py(value)
+    if v is None:
+        return None
+    ts = pd.Timestamp(v)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _make_engine(url: str) -> sa.Engine:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite"):
+        u = sa.make_url(url)
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 120})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=120000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            mode = conn.info.pop("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> int:
+    """Insert an Arrow table (columns = ``table``'s) in chunks: COPY on PostgreSQL, executemany on SQLite."""
+    if data.num_rows == 0:
+        return 0
+    cols = data.column_names
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        col_sql = ", ".join(f'"{c}"' for c in cols)  # names from our own schema, never from data
+        opts = pacsv.WriteOptions(include_header=False, batch_size=CHUNK_ROWS)
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({col_sql}) FROM STDIN WITH (FORMAT csv)') as cp:
+            for batch in data.to_batches(max_chunksize=CHUNK_ROWS):
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(pa.Table.from_batches([batch]), sink, write_options=opts)
+                cp.write(sink.getvalue().to_pybytes())
+        return data.num_rows
+    # SQLite: DB-API executemany inside the open transaction, 50k rows at a time.
+    raw = conn.connection.driver_connection
+    placeholders = ", ".join("?" for _ in cols)
+    sql = f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) VALUES ({placeholders})'
+    for batch in data.to_batches(max_chunksize=CHUNK_ROWS):
+        columns = []
+        for arr in batch.columns:
+            if pa.types.is_date32(arr.type):
+                arr = arr.cast(pa.string())
+            elif pa.types.is_timestamp(arr.type):
+                arr = arr.cast(pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us")).cast(pa.string())
+                # SQLAlchemy's SQLite DateTime format: "YYYY-MM-DD HH:MM:SS.ffffff"
+            columns.append(arr.to_pylist())
+        raw.executemany(sql, list(zip(*columns, strict=True)))
+    return data.num_rows
+
+
+class _Journal:
+    """``lake/_journal/<load_id>.json`` plus ``.lock`` (flock held while the load is alive)."""
+
+    def __init__(self, root: Path, load_id: str) -> None:
+        self.root = root
+        self.load_id = load_id
+        self.path = root / f"{load_id}.json"
+        self.lock_path = root / f"{load_id}.lock"
+        self.image_dir = root / load_id
+        self.data: dict[str, Any] = {"load_id": load_id}
+        self._lock_fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def load(self) -> bool:
+        try:
+            self.data = json.loads(self.path.read_text("utf-8"))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def write(self, **changes: Any) -> None:
+        self.data.update(changes)
+        tmp = self.path.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.data, fh, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        lakemod.remove_tree(self.image_dir)
+        for p in (self.path, self.path.with_suffix(".json.tmp")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        if self._lock_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.lock_path.unlink()
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+class Warehouse:
+    """Archive + lake + SQL. ``url`` is a SQLAlchemy URL, ``home`` holds ``archive/`` and ``lake/``."""
+
+    def __init__(self, url: str, home: Path | str, *, recover: bool = True) -> None:
+        self.url = url
+        self.home = Path(home)
+        self.engine = _make_engine(url)
+        self.archive = Archive(self.home / "archive")
+        self.lake = Lake(self.home / "lake")
+        if recover:
+            self.recover()
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> Warehouse:
+        if settings is None:
+            from gaibao.settings import get_settings
+
+            settings = get_settings()
+        return cls(str(settings.warehouse_url), settings.home)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def upgrade(self) -> None:
+        """Create or migrate the tables (``alembic upgrade head``)."""
+        migrate.upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write_txn(self, keys: Iterable[tuple[str, str, str]] = ()) -> Iterator[sa.Connection]:
+        """A write transaction; serialises with other loads of the same (kind, county, period)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.info["sqlite_begin"] = "IMMEDIATE"
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    lock_ids = sorted({_lock_key(*k) for k in keys})
+                    if lock_ids:
+                        conn.execute(
+                            sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, i) ORDER BY i"),
+                            {"keys": lock_ids},
+                        ).fetchall()
+                yield conn
+
+    # -- identity -------------------------------------------------------------------------
+    def known_submission(self, kind: str, county_code: str, period: str, sha256: str, rules_version: str) -> str | None:
+        """The submission id if these bytes were already judged under these rules, else None."""
+        sid = make_submission_id(kind, county_code, period, sha256, rules_version)
+        return sid if sid in self.known_submissions([(kind, county_code, period, sha256, rules_version)]) else None
+
+    def known_submissions(self, keys: pd.DataFrame | Iterable[tuple[str, str, str, str, str]]) -> dict[str, str]:
+        """Bulk form: keys are (kind, county_code, period, sha256, rules_version) tuples or a frame
+        with those columns. Returns ``{submission_id: status}`` for the ones already recorded."""
+        if isinstance(keys, pd.DataFrame):
+            cols = ["kind", "county_code", "period", "sha256", "rules_version"]
+            keys = keys[cols].itertuples(index=False, name=None)
+        ids = sorted({make_submission_id(*k) for k in keys})
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                q = sa.select(submission.c.submission_id, submission.c.status).where(submission.c.submission_id.in_(chunk))
+                found.update(dict(conn.execute(q).all()))
+        return found
+
+    # -- reading --------------------------------------------------------------------------
+    def _table(self, name: str) -> sa.Table:
+        try:
+            return metadata.tables[name]
+        except KeyError:
+            raise ValueError(f"unknown warehouse table: {name!r}") from None
+
+    def read_table(self, name: str, where: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Rows of one table, optionally filtered by column equality (a list value means IN)."""
+        table = self._table(name)
+        q = sa.select(table)
+        for col, value in (where or {}).items():
+            if col not in table.c:
+                raise ValueError(f"{name} has no column {col!r}")
+            if isinstance(value, (list, tuple, set, frozenset)):
+                q = q.where(table.c[col].in_(list(value)))
+            elif value is None:
+                q = q.where(table.c[col].is_(None))
+            else:
+                q = q.where(table.c[col] == value)
+        pk = list(table.primary_key.columns) or list(table.columns)
+        q = q.order_by(*pk)
+        with self.engine.connect() as conn:
+            result = conn.execute(q)
+            return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Run one SELECT with bound parameters (``:name`` placeholders)."""
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.text(sql), params or {})
+            return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+    def submissions(self, period: str | None = None, county: str | None = None, kind: str | None = None) -> pd.DataFrame:
+        where = {k: v for k, v in (("period", period), ("county_code", county), ("kind", kind)) if v is not None}
+        return self.read_table("submission", where)
+
+    def previous_rows(self, kind: str, period: str, counties: Iterable[str] | None = None) -> pd.DataFrame:
+        """For each county, the accepted fact rows of its latest accepted period before ``period``."""
+        table = FACT_TABLES[kind]
+        s = submission
+        base = sa.select(s.c.county_code, s.c.period, s.c.submission_id).where(
+            s.c.kind == kind, s.c.status == "accepted", s.c.period < period
+        )
+        rows: list[tuple[str, str, str]] = []
+        with self.engine.connect() as conn:
+            if counties is None:
+                rows = [tuple(r) for r in conn.execute(base).all()]
+            else:
+                for chunk in _chunks(sorted(set(counties))):
+                    rows.extend(tuple(r) for r in conn.execute(base.where(s.c.county_code.in_(chunk))).all())
+        schema = arrow_schema(table)
+        if not rows:
+            return schema.empty_table().to_pandas(date_as_object=False)
+        latest = pd.DataFrame(rows, columns=["county_code", "period", "submission_id"])
+        latest = latest.sort_values(["county_code", "period"]).drop_duplicates("county_code", keep="last")
+        paths, missing = [], []
+        for c, p, sid in latest.itertuples(index=False, name=None):
+            f = self.lake.file_path(kind, p, c, sid)
+            (paths if f.is_file() else missing).append((f, sid))
+        parts = [self.lake.read([f for f, _ in paths], schema)]
+        if missing:  # lake out of step with SQL (should not happen): read those from SQL
+            log.warning("previous_rows: %d lake files missing, reading SQL", len(missing))
+            with self.engine.connect() as conn:
+                for chunk in _chunks([sid for _, sid in missing]):
+                    res = conn.execute(sa.select(table).where(table.c.submission_id.in_(chunk)))
+                    frame = pd.DataFrame(res.all(), columns=list(res.keys()))
+                    parts.append(frame_to_arrow(frame, table))
+        out = pa.concat_tables(parts).sort_by([("county_code", "ascending"), ("row_number", "ascending")])
+        return out.to_pandas(date_as_object=False)
+
+    # -- reference data -------------------------------------------------------------------
+    def load_divisions(self, frame: pd.DataFrame) -> int:
+        """Replace every ``ref_division`` row with ``frame`` (county_code, county_name, city_code, city_name)."""
+        data = frame_to_arrow(frame.astype(object), ref_division)
+        with self._write_txn() as conn:
+            conn.execute(ref_division.delete())
+            return bulk_insert(conn, ref_division, data)
+
+    def load_plan(self, frame: pd.DataFrame) -> int:
+        """Replace the ``ref_plan`` rows of the plan cycles present in ``frame``."""
+        frame = frame.copy()
+        if "plan_cycle" not in frame.columns:
+            frame["plan_cycle"] = ""
+        frame["plan_cycle"] = frame["plan_cycle"].astype(object).where(frame["plan_cycle"].notna(), "")
+        cycles = sorted(set(frame["plan_cycle"]))
+        data = frame_to_arrow(frame, ref_plan)
+        with self._write_txn() as conn:
+            conn.execute(ref_plan.delete().where(ref_plan.c.plan_cycle.in_(cycles)))
+            return bulk_insert(conn, ref_plan, data)
+
+    # -- loading --------------------------------------------------------------------------
+    def load_batch(self, submissions: pd.DataFrame, facts: pd.DataFrame, issues: pd.DataFrame, kind: str) -> LoadResult:
+        """Write one batch (one kind) all-or-nothing across lake and SQL; see the module docstring.
+
+        ``submissions``: one row per submission (the ``submission`` columns; ``status`` is
+        ``accepted`` or ``refused``). ``facts``: the accepted fact rows (rows that passed the E
+        rules) of the accepted submissions; rows of other submissions are ignored. ``issues``:
+        ``dq_issue`` rows (``issue_id`` is assigned here, deterministically).
+        """
+        t0 = time.perf_counter()
+        if kind not in FACT_TABLES:
+            raise ValueError(f"not a submitted kind: {kind!r}")
+        fact_table = FACT_TABLES[kind]
+        subs = self._prepare_submissions(submissions, kind)
+        batch_ids = subs["submission_id"].tolist()
+
+        # In-batch resolution: of several accepted submissions for one key, the newest wins.
+        acc = subs[subs["status"] == "accepted"].copy()
+        acc["_rt"] = acc["received_at"].map(_utc)
+        acc = acc.sort_values(["_rt", "submission_id"], na_position="first")
+        batch_winner = acc.drop_duplicates(["county_code", "period"], keep="last")
+        batch_winner_ids = set(batch_winner["submission_id"])
+        facts = facts[facts["submission_id"].isin(batch_winner_ids)] if len(facts) else facts
+        fact_data = frame_to_arrow(facts, fact_table)
+        issue_data = self._prepare_issues(issues, subs, kind)
+
+        load_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        journal = _Journal(self.lake.journal_root, load_id)
+        journal.acquire()
+        journal.write(kind=kind, state="staging", moves=[])
+        committed = False
+        result: LoadResult | None = None
+        try:
+            staged = self.lake.stage(load_id, kind, fact_data)
+            _maybe_fail("after_lake_stage")
+            keys = sorted({(kind, c, p) for c, p in zip(subs["county_code"], subs["period"], strict=True)})
+            with self._write_txn(keys) as conn:
+                result = self._load_sql(conn, load_id, kind, subs, batch_winner, fact_data, issue_data, staged, journal)
+                _maybe_fail("before_sql_commit")
+            committed = True
+            journal.write(state="committed")
+            _maybe_fail("after_sql_commit")
+        except BaseException:
+            log.exception("load %s failed; undoing", load_id)
+            try:
+                self._undo(journal, committed=committed or self._marker_exists(load_id))
+            finally:
+                journal.release()  # if the undo failed too, the journal stays for recover()
+            raise
+        self._finish(journal)
+        return LoadResult(**{**result.__dict__, "seconds": time.perf_counter() - t0})
+
+    def _prepare_submissions(self, submissions: pd.DataFrame, kind: str) -> pd.DataFrame:
+        subs = submissions.copy()
+        for col in ("submission_id", "county_code", "period", "status", "sha256", "rules_version"):
+            if col not in subs.columns:
+                raise ValueError(f"submissions frame lacks {col!r}")
+        if "kind" in subs.columns and not (subs["kind"] == kind).all():
+            raise ValueError(f"submissions of another kind in a {kind} batch")
+        subs["kind"] = kind
+        if subs["submission_id"].duplicated().any():
+            raise ValueError("a submission id appears twice in the batch")
+        bad = set(subs["status"]) - {"accepted", "refused"}
+        if bad:
+            raise ValueError(f"batch submissions must be accepted or refused, not {sorted(bad)}")
+        if "received_at" not in subs.columns:
+            subs["received_at"] = None
+        if "unknown_columns" in subs.columns:
+            subs["unknown_columns"] = subs["unknown_columns"].map(
+                lambda v: v if v is None or isinstance(v, str) else json.dumps(list(v), ensure_ascii=False)
+            )
+        return subs.reset_index(drop=True)
+
+    def _prepare_issues(self, issues: pd.DataFrame, subs: pd.DataFrame, kind: str) -> pa.Table:
+        if issues is None or len(issues) == 0:
+            return dq_issue_schema_empty()
+        frame = issues[issues["submission_id"].isin(set(subs["submission_id"]))].copy()
+        frame["kind"] = kind
+        seq = frame.groupby("submission_id", sort=False).cumcount()
+        frame["issue_id"] = frame["submission_id"].astype(str) + ":" + seq.astype(str).str.zfill(6)
+        if "is_explained" in frame.columns:
+            frame["is_explained"] = frame["is_explained"].fillna(False).astype(bool)
+        if "value" in frame.columns:
+            frame["value"] = frame["value"].map(lambda v: None if _py(v) is None else str(v))
+        return frame_to_arrow(frame, dq_issue)
+
+    def _load_sql(
+        self,
+        conn: sa.Connection,
+        load_id: str,
+        kind: str,
+        subs: pd.DataFrame,
+        batch_winner: pd.DataFrame,
+        fact_data: pa.Table,
+        issue_data: pa.Table,
+        staged: dict[str, Path],
+        journal: _Journal,
+    ) -> LoadResult:
+        s = submission
+        fact_table = FACT_TABLES[kind]
+        batch_ids = subs["submission_id"].tolist()
+        periods = sorted(set(subs["period"]))
+        # What the warehouse holds now for these keys and ids (read under the key locks).
+        existing_rows = []
+        for chunk in _chunks(sorted(set(subs["county_code"]))):
+            q = sa.select(s).where(s.c.kind == kind, s.c.period.in_(periods), s.c.county_code.in_(chunk))
+            existing_rows.extend(conn.execute(q).mappings().all())
+        for chunk in _chunks(batch_ids):
+            existing_rows.extend(conn.execute(sa.select(s).where(s.c.submission_id.in_(chunk))).mappings().all())
+        existing = pd.DataFrame([dict(r) for r in existing_rows], columns=[c.name for c in s.columns])
+        existing = existing.drop_duplicates("submission_id")
+        batch_keys = set(zip(subs["county_code"], subs["period"], strict=True))
+        in_keys = [(c, p) in batch_keys for c, p in zip(existing["county_code"], existing["period"], strict=True)]
+        existing = existing[pd.Series(in_keys, index=existing.index, dtype=bool) | existing["submission_id"].isin(batch_ids)]
+        others = existing[~existing["submission_id"].isin(batch_ids) & (existing["status"] == "accepted")]
+        other_by_key = {(c, p): (sid, _utc(rt)) for c, p, sid, rt in others[["county_code", "period", "submission_id", "received_at"]].itertuples(index=False, name=None)}
+
+        # Winners: a batch winner beats the warehouse's accepted one unless that one is newer.
+        winners: dict[tuple[str, str], str] = {}
+        to_supersede: list[str] = []
+        for c, p, sid, rt in batch_winner[["county_code", "period", "submission_id", "_rt"]].itertuples(index=False, name=None):
+            other = other_by_key.get((c, p))
+            if other is not None and other[1] is not None and (rt is None or other[1] > rt):
+                continue  # the warehouse already has a newer accepted return: this one is superseded
+            winners[(c, p)] = sid
+            if other is not None:
+                to_supersede.append(other[0])
+        winner_ids = set(winners.values())
+        status = subs["status"].where(~((subs["status"] == "accepted") & ~subs["submission_id"].isin(winner_ids)), "superseded")
+        subs = subs.assign(status=status)
+        prev_accepted_batch = existing[existing["submission_id"].isin(batch_ids) & (existing["status"] == "accepted")]
+
+        # Partitions whose current file changes.
+        swap_keys = set(winners) | set(zip(prev_accepted_batch["county_code"], prev_accepted_batch["period"], strict=True))
+        moves: list[tuple[str, str]] = []
+        trash = self.lake.trash_dir(load_id)
+        for c, p in sorted(swap_keys):
+            for f in self.lake.partition_files(kind, p, c):
+                moves.append((self.lake.relative(f), self.lake.relative(trash / self.lake.relative(f))))
+        for (c, p), sid in sorted(winners.items()):
+            if sid in staged:
+                moves.append((self.lake.relative(staged[sid]), self.lake.relative(self.lake.file_path(kind, p, c, sid))))
+
+        # Before-image of every row this load deletes or rewrites (the fact rows are the trashed files).
+        touched = sorted(set(batch_ids) | set(to_supersede))
+        journal.image_dir.mkdir(parents=True, exist_ok=True)
+        before_subs = existing[existing["submission_id"].isin(touched)]
+        pq.write_table(frame_to_arrow(before_subs, submission), journal.image_dir / "submission.parquet")
+        before_issue_parts = []
+        for chunk in _chunks(batch_ids):
+            res = conn.execute(sa.select(dq_issue).where(dq_issue.c.submission_id.in_(chunk)))
+            before_issue_parts.append(pd.DataFrame(res.all(), columns=list(res.keys())))
+        before_issues = pd.concat(before_issue_parts) if before_issue_parts else pd.DataFrame(columns=[c.name for c in dq_issue.columns])
+        pq.write_table(frame_to_arrow(before_issues, dq_issue), journal.image_dir / "dq_issue.parquet")
+        journal.write(
+            state="prepared",
+            moves=moves,
+            deleted_fact_ids=sorted(set(to_supersede) | set(batch_ids)),
+            inserted_fact_ids=sorted(winner_ids),
+            touched_ids=touched,
+            batch_ids=sorted(batch_ids),
+            keys=sorted([kind, c, p] for c, p in batch_keys),
+        )
+        _maybe_fail("after_journal")
+
+        # SQL changes.
+        for chunk in _chunks(sorted(set(to_supersede) | set(batch_ids))):
+            conn.execute(fact_table.delete().where(fact_table.c.submission_id.in_(chunk)))
+        for chunk in _chunks(batch_ids):
+            conn.execute(dq_issue.delete().where(dq_issue.c.submission_id.in_(chunk)))
+            conn.execute(s.delete().where(s.c.submission_id.in_(chunk)))
+        for chunk in _chunks(sorted(to_supersede)):
+            conn.execute(s.update().where(s.c.submission_id.in_(chunk)).values(status="superseded"))
+        now = datetime.now(UTC)
+        kept_loaded_at = dict(zip(existing["submission_id"], existing["loaded_at"], strict=True))
+        subs = subs.assign(loaded_at=[kept_loaded_at.get(sid) if _py(kept_loaded_at.get(sid)) is not None else now for sid in subs["submission_id"]])
+        sub_records = _records(subs, [c.name for c in s.columns])
+        for r in sub_records:
+            r["received_at"] = _utc(r.get("received_at")).to_pydatetime() if r.get("received_at") is not None else None
+            r["loaded_at"] = _utc(r["loaded_at"]).to_pydatetime()
+        if sub_records:
+            conn.execute(s.insert(), sub_records)
+        keep = pa.array(fact_data["submission_id"].to_pylist() if fact_data.num_rows else [], pa.string())
+        facts_in = fact_data.filter(pa.compute.is_in(keep, value_set=pa.array(sorted(winner_ids), pa.string()))) if fact_data.num_rows else fact_data
+        n_facts = bulk_insert(conn, fact_table, facts_in)
+        n_issues = bulk_insert(conn, dq_issue, issue_data)
+        conn.execute(
+            warehouse_load.insert().values(load_id=load_id, kind=kind, committed_at=now, submissions=len(subs), fact_rows=n_facts)
+        )
+
+        # Swap the lake partitions (inside the SQL transaction: a failure here rolls both back).
+        for i, (src, dst) in enumerate(moves):
+            lakemod.move(self.lake.absolute(src), self.lake.absolute(dst))
+            if i == 0:
+                _maybe_fail("during_lake_swap")
+        _maybe_fail("during_lake_swap")  # batches with fewer than one move
+
+        return LoadResult(
+            load_id=load_id,
+            kind=kind,
+            accepted=sorted(winner_ids),
+            superseded=sorted(set(to_supersede) | set(subs.loc[subs["status"] == "superseded", "submission_id"])),
+            refused=sorted(subs.loc[subs["status"] == "refused", "submission_id"]),
+            fact_rows=n_facts,
+            issues=n_issues,
+        )
+
+    # -- undo, finish, recover ------------------------------------------------------------
+    def _marker_exists(self, load_id: str) -> bool:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(warehouse_load.name):
+                return False  # no tables yet: nothing can have committed
+            q = sa.select(warehouse_load.c.load_id).where(warehouse_load.c.load_id == load_id)
+            return conn.execute(q).first() is not None
+
+    def _undo_files(self, journal: _Journal) -> None:
+        dirs = set()
+        for src, dst in reversed(journal.data.get("moves", [])):
+            s_abs, d_abs = self.lake.absolute(src), self.lake.absolute(dst)
+            if d_abs.exists() and not s_abs.exists():
+                lakemod.move(d_abs, s_abs)
+            dirs.add(d_abs.parent)
+        for d in dirs:
+            lakemod.prune_empty_dirs(d, self.lake.root)
+
+    def _compensate_sql(self, journal: _Journal) -> None:
+        """Write the before-image back after a committed load (one transaction)."""
+        data = journal.data
+        kind = data["kind"]
+        fact_table = FACT_TABLES[kind]
+        keys = [tuple(k) for k in data.get("keys", [])]
+        before_subs = pq.read_table(journal.image_dir / "submission.parquet").to_pandas()
+        before_issues = pq.read_table(journal.image_dir / "dq_issue.parquet")
+        trashed = [self.lake.absolute(dst) for src, dst in data.get("moves", []) if dst.startswith("_trash/")]
+        old_facts = self.lake.read(trashed, arrow_schema(fact_table))
+        with self._write_txn(keys) as conn:
+            for chunk in _chunks(data.get("inserted_fact_ids", []) + data.get("deleted_fact_ids", [])):
+                conn.execute(fact_table.delete().where(fact_table.c.submission_id.in_(chunk)))
+            for chunk in _chunks(data.get("batch_ids", [])):
+                conn.execute(dq_issue.delete().where(dq_issue.c.submission_id.in_(chunk)))
+            for chunk in _chunks(data.get("touched_ids", [])):
+                conn.execute(submission.delete().where(submission.c.submission_id.in_(chunk)))
+            records = _records(before_subs, [c.name for c in submission.columns])
+            if records:
+                conn.execute(submission.insert(), records)
+            bulk_insert(conn, dq_issue, before_issues)
+            bulk_insert(conn, fact_table, old_facts)
+            conn.execute(warehouse_load.delete().where(warehouse_load.c.load_id == journal.load_id))
+
+    def _undo(self, journal: _Journal, *, committed: bool) -> None:
+        if committed:
+            journal.write(state="compensating")
+            self._compensate_sql(journal)
+        self._undo_files(journal)
+        lakemod.remove_tree(self.lake.staging_dir(journal.load_id))
+        lakemod.remove_tree(self.lake.trash_dir(journal.load_id))
+        journal.remove()
+
+    def _finish(self, journal: _Journal) -> None:
+        lakemod.remove_tree(self.lake.trash_dir(journal.load_id))
+        lakemod.remove_tree(self.lake.staging_dir(journal.load_id))
+        for src, dst in journal.data.get("moves", []):
+            if src.startswith("_staging/") or dst.startswith("_trash/"):
+                lakemod.prune_empty_dirs(self.lake.absolute(src).parent, self.lake.root)
+        with self.engine.begin() as conn:
+            conn.execute(warehouse_load.delete().where(warehouse_load.c.load_id == journal.load_id))
+        journal.remove()
+
+    def recover(self) -> list[str]:
+        """Repair loads a killed process left behind (see the module docstring). Returns their ids."""
+        root = self.lake.journal_root
+        repaired: list[str] = []
+        if not root.is_dir():
+            return repaired
+        for path in sorted(root.glob("*.json")):
+            journal = _Journal(root, path.stem)
+            if not journal.acquire(blocking=False):
+                continue  # a live load in another process or thread
+            try:
+                if not journal.load():
+                    continue
+                marker = self._marker_exists(journal.load_id)
+                state = journal.data.get("state")
+                log.warning("recovering load %s (state %s, committed marker %s)", journal.load_id, state, marker)
+                if state == "compensating":
+                    if marker:
+                        self._compensate_sql(journal)
+                    self._undo(journal, committed=False)
+                elif marker or state == "committed":
+                    self._finish(journal)
+                else:
+                    self._undo(journal, committed=False)
+                repaired.append(journal.load_id)
+            finally:
+                journal.release()
+        # Staging or trash directories without a journal belong to no live load.
+        for base in (self.lake.staging_root, self.lake.trash_root):
+            if base.is_dir():
+                for d in base.iterdir():
+                    if not (root / f"{d.name}.json").exists():
+                        lakemod.remove_tree(d)
+        return repaired
+
+    # -- marts ----------------------------------------------------------------------------
+    def rebuild_marts(self, from_period: str | None = None) -> dict[str, int]:
+        """Recompute the county, city and funding marts from ``from_period`` (or the first) on."""
+        from warehouse import marts
+
+        with self._write_txn() as conn:
+            return marts.rebuild(conn, from_period)
+
+
+def dq_issue_schema_empty() -> pa.Table:
+    return arrow_schema(dq_issue).empty_table()
