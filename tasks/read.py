@@ -52,6 +52,19 @@ HEADER_SCAN_ROWS = 30
 MIN_HEADER_MATCHES = 2
 # Cell text that means "nothing here" (after stripping).
 NONE_TOKENS: frozenset[str] = frozenset({"", "-", "—", "－", "——", "--", "－－", "–", "―", "――"})
+# A row whose only filled cell starts with one of these is a footnote, not data.
+NOTE_PREFIXES = (
+    "注",
+    "说明",
+    "备注：",
+    "备注:",
+    "填表说明",
+    "填报说明",
+    "填报人",
+    "审核人",
+    "制表",
+    "单位负责人",
+)
 # Keys under which a JSON platform may wrap its list of records.
 JSON_LIST_KEYS = ("records", "data", "rows", "items", "list", "result", "results")
 
@@ -530,6 +543,7 @@ def _assemble(
     first_unknown = first_j not in picked.values()
 
     none_tokens = NONE_TOKENS
+    n_last = len(names) - 1
     marker_a, marker_b = TOTAL_ROW_MARKERS
     data_rows: list[list[str | None]] = []
     data_numbers: list[int] = []
@@ -542,6 +556,10 @@ def _assemble(
         values = [None if (s := c.strip()) in none_tokens else s for c in cells]
         if not any(values):
             continue  # blank row (or one with text only outside the contract's columns)
+        if values.count(None) == n_last:  # one cell filled: a footnote such as 注：…, not a row
+            text = next(v for v in values if v is not None)
+            if text.startswith(NOTE_PREFIXES):
+                continue
         is_total = False
         for i in total_at:
             v = values[i]

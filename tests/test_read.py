@@ -395,6 +395,16 @@ def test_blank_rows_dropped_and_row_numbers_are_what_the_clerk_sees(tmp_path: Pa
     assert parsed.total_rows["row_number"].tolist() == [10]
 
 
+def test_footnote_rows_below_the_data_are_not_rows(tmp_path: Path) -> None:
+    path = write_return(tmp_path / "r.csv", progress_rows(2), "progress", total_row=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("注：本表面积单位为平方米，金额单位为万元。\r\n填报人：张三   审核人：李四\r\n")
+    parsed = read_file(path)
+    assert_ok(parsed)
+    assert parsed.rows["row_number"].tolist() == [2, 3]
+    assert parsed.total_rows["row_number"].tolist() == [4]
+
+
 def test_csv_row_numbers_count_records_not_lines(tmp_path: Path) -> None:
     rows = progress_rows(3)
     rows[0]["note"] = "第一行\n第二行"  # a cell with a line break: Excel shows it in one row
