@@ -192,6 +192,22 @@ def _pct(x: float) -> str:
     return "—" if pd.isna(x) else f"{x * 100:.1f}%"
 
 
+def city_rates_from_counties(cp: pd.DataFrame) -> pd.DataFrame:
+    """City rates recomputed from the county sums (when mart_city_progress has no rows)."""
+    sums = ["completed_area_m2", "plan_area_m2", "completed_equipment_wan", "plan_equipment_wan"]
+    c = cp.reindex(columns=["city_code", *sums])
+    g = c.assign(**{k: c[k].astype(float) for k in sums}).groupby("city_code")[sums].sum(min_count=1)
+    return pd.DataFrame(
+        {
+            "city_code": g.index,
+            "area_completion_rate": (g["completed_area_m2"] / g["plan_area_m2"].where(g["plan_area_m2"] > 0)).to_numpy(),
+            "equipment_completion_rate": (
+                g["completed_equipment_wan"] / g["plan_equipment_wan"].where(g["plan_equipment_wan"] > 0)
+            ).to_numpy(),
+        }
+    )
+
+
 def county_behind(
     county_progress: pd.DataFrame, city_progress: pd.DataFrame, period: str, th: Thresholds
 ) -> pd.DataFrame:
@@ -199,7 +215,13 @@ def county_behind(
     cp = county_progress[county_progress["period"] == period].copy()
     if cp.empty:
         return empty_exceptions()
-    city = city_progress[(city_progress["period"] == period) & (city_progress["level"] == "city")]
+    city = (
+        city_progress[(city_progress["period"] == period) & (city_progress["level"] == "city")]
+        if len(city_progress)
+        else city_progress
+    )
+    if city.empty:
+        city = city_rates_from_counties(cp)
     city = city[["city_code", "area_completion_rate", "equipment_completion_rate"]].rename(
         columns={"area_completion_rate": "_city_area", "equipment_completion_rate": "_city_eq"}
     )

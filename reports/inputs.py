@@ -94,6 +94,9 @@ class PackInputs:
     expected_counties: list[str] = field(default_factory=list)
     prior_exceptions: pd.DataFrame = field(default_factory=lambda: _empty(["category", "county_code"]))
     prior_scorecard: pd.DataFrame = field(default_factory=lambda: _empty(["county_code", "score"]))
+    # the submissions the figures came from (this period's accepted ones and the carried-forward
+    # ones named by mart_county_progress.submission_id); derived from ``submissions`` when None
+    source_submissions: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         periods.check_period(self.period)
@@ -101,6 +104,10 @@ class PackInputs:
             cur = self.county_progress
             codes = set(cur.loc[cur["period"] == self.period, "county_code"].astype(str)) if len(cur) else set()
             self.expected_counties = sorted(codes)
+        if self.source_submissions is None:
+            subs = self.submissions
+            acc = subs[(subs["period"] == self.period) & (subs["status"] == "accepted")] if len(subs) else subs
+            self.source_submissions = acc.reindex(columns=["submission_id", "kind", "county_code", "period", "sha256"])
 
 
 def _has_table(engine: sa.Engine, name: str) -> bool:
@@ -159,6 +166,14 @@ def load_inputs(engine: sa.Engine, period: str, history_periods: int = 6) -> Pac
         prior_scorecard = _read(
             engine, "SELECT county_code, score FROM mart_scorecard WHERE period = :period", {"period": prev}
         )
+    source_submissions = _read(
+        engine,
+        "SELECT submission_id, kind, county_code, period, sha256 FROM submission"
+        " WHERE (period = :period AND status = 'accepted')"
+        " OR submission_id IN (SELECT submission_id FROM mart_county_progress WHERE period = :period)",
+        one,
+        ("submission_id", "kind", "county_code", "period", "sha256"),
+    )
     log.info("pack inputs %s: %d facts, %d submissions, %d issues", period, len(facts), len(submissions), len(issues))
     return PackInputs(
         period=period,
@@ -172,4 +187,5 @@ def load_inputs(engine: sa.Engine, period: str, history_periods: int = 6) -> Pac
         expected_counties=expected,
         prior_exceptions=prior_exceptions,
         prior_scorecard=prior_scorecard,
+        source_submissions=source_submissions,
     )

@@ -1,0 +1,733 @@
+"""The monthly joint-meeting pack (联席会议材料): sections, files, letters, disclosure, manifest.
+
+:func:`compute_pack` is pure (frames in, :class:`PackData` out); :func:`write_pack` renders it to
+``out_dir``; :func:`build_pack` does both from a warehouse engine, stores the marts and the
+manifest, and says what changed since the last build of the same period.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import sqlalchemy as sa
+
+from gaibao.contract import personal_columns
+from reports import periods
+from reports.chart import county_completion_png
+from reports.config import ScoreWeights, Thresholds
+from reports.exceptions import CATEGORIES, PROJECT_CATEGORIES, compute_exceptions
+from reports.inputs import PackInputs, load_inputs
+from reports.manifest import Manifest, build_manifest, diff_manifests, latest_manifest, manifest_json, store_manifest
+from reports.render import DisclosureContext, Figure, LetterContext, PackContext, render
+from reports.schema import ensure_tables, mart_exception, mart_scorecard
+from reports.scorecard import SCORE_COLUMNS, compute_scorecard
+from reports.sections import Col, Section, inert_csv_text
+from reports.xlsx import write_workbook
+
+log = logging.getLogger(__name__)
+
+CHART_CID = "county-chart"
+
+# The public disclosure (公示): an allow-list of columns, never personal data nor free text.
+DISCLOSURE_COLUMNS: list[Col] = [
+    Col("city_name", "市"),
+    Col("county_name", "县（区）"),
+    Col("school_name", "学校名称"),
+    Col("project_id", "项目编号"),
+    Col("project_type", "项目类别"),
+    Col("status", "项目状态"),
+    Col("planned_area_m2", "规划面积（平方米）", "num0"),
+    Col("completed_area_m2", "竣工面积（平方米）", "num0"),
+    Col("planned_invest_wan", "规划投资（万元）", "num2"),
+    Col("completed_invest_wan", "完成投资（万元）", "num2"),
+    Col("actual_start", "实际开工日期", "date"),
+    Col("completed_date", "竣工日期", "date"),
+]
+assert not {c.key for c in DISCLOSURE_COLUMNS} & personal_columns()
+
+
+def now_label(tz: str = "Asia/Shanghai") -> str:
+    return datetime.now(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def safe_name(text: str) -> str:
+    """A file-name part from reference text: CJK, letters, digits, - and _ only."""
+    return re.sub(r"[^0-9A-Za-z_\-\u4e00-\u9fff]", "", str(text))[:40]
+
+
+@dataclass
+class PackData:
+    period: str
+    inputs: PackInputs
+    exceptions: pd.DataFrame
+    scorecard: pd.DataFrame
+    headline: Section
+    figures: list[Figure]
+    county_table: Section
+    bottom: Section
+    exception_sections: list[Section]
+    funding_figures: list[Figure]
+    funding_city: Section
+    funding_county: Section
+    data_quality: Section
+    disclosure: Section
+    chart_table: pd.DataFrame
+    manifest: Manifest
+
+    @property
+    def label(self) -> str:
+        return periods.label_zh(self.period)
+
+    @property
+    def county_names(self) -> dict[str, str]:
+        d = self.inputs.divisions
+        return dict(zip(d["county_code"].astype(str), d["county_name"].astype(str), strict=True)) if len(d) else {}
+
+
+@dataclass
+class LetterFiles:
+    county_code: str
+    county_name: str
+    html: Path
+    xlsx: Path
+
+
+@dataclass
+class PackResult:
+    period: str
+    out_dir: Path
+    files: dict[str, Path]
+    letters: dict[str, LetterFiles]
+    email_html: str
+    chart_png: bytes
+    pack_digest: str
+    changes: list[str]
+    exceptions: pd.DataFrame
+    scorecard: pd.DataFrame
+    exception_counts: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# computing
+
+
+def _with_names(frame: pd.DataFrame, divisions: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame.assign(county_name=pd.Series(dtype=object), city_name=pd.Series(dtype=object))
+    div = divisions[["county_code", "county_name", "city_code", "city_name"]].drop_duplicates("county_code")
+    f = frame.drop(columns=[c for c in ("county_name", "city_name") if c in frame.columns])
+    if "city_code" in f.columns:
+        f = f.drop(columns="city_code")
+    out = f.merge(div, on="county_code", how="left")
+    out["county_name"] = out["county_name"].fillna(out["county_code"])
+    out["city_name"] = out["city_name"].fillna("")
+    return out
+
+
+def _aggregate(cp: pd.DataFrame, by: str | None) -> pd.DataFrame:
+    """City (by='city_code') or province (by=None) figures from county rows; rates from the sums."""
+    sums = ["completed_area_m2", "plan_area_m2", "started_area_m2", "planned_area_m2", "completed_equipment_wan", "plan_equipment_wan"]
+    c = cp.reindex(columns=["city_code", "city_name", "has_return", *sums]).copy()
+    for s in sums:
+        c[s] = c[s].astype(float)
+    c["has_return"] = c["has_return"].fillna(False).astype(bool)
+    if by:
+        g = c.groupby(["city_code", "city_name"], dropna=False)
+        agg = g[sums].sum(min_count=1).reset_index()
+        agg["counties_total"] = g.size().to_numpy()
+        agg["counties_reporting"] = g["has_return"].sum().to_numpy()
+        agg["level"] = "city"
+    else:
+        agg = pd.DataFrame([c[sums].sum(min_count=1)])
+        agg["counties_total"] = len(c)
+        agg["counties_reporting"] = int(c["has_return"].sum())
+        agg["city_code"], agg["city_name"], agg["level"] = "000000", "全省", "province"
+    agg["area_completion_rate"] = agg["completed_area_m2"] / agg["plan_area_m2"].where(agg["plan_area_m2"] > 0)
+    agg["equipment_completion_rate"] = agg["completed_equipment_wan"] / agg["plan_equipment_wan"].where(agg["plan_equipment_wan"] > 0)
+    agg["start_rate"] = agg["started_area_m2"] / agg["planned_area_m2"].where(agg["planned_area_m2"] > 0)
+    return agg
+
+
+def _city_rows(inputs: PackInputs, period: str) -> pd.DataFrame:
+    """mart_city_progress rows (province first) for ``period``; computed from counties if absent."""
+    cityp = inputs.city_progress
+    rows = cityp[cityp["period"] == period] if len(cityp) else cityp
+    if len(rows) == 0:
+        cp = _with_names(inputs.county_progress[inputs.county_progress["period"] == period], inputs.divisions)
+        if cp.empty:
+            return pd.DataFrame()
+        rows = pd.concat([_aggregate(cp, None), _aggregate(cp, "city_code")], ignore_index=True)
+    rows = rows.copy()
+    rows["_o"] = (rows["level"] != "province").astype(int)
+    rows.loc[rows["level"] == "province", "city_name"] = "全省"
+    return rows.sort_values(["_o", "city_code"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _headline(inputs: PackInputs) -> pd.DataFrame:
+    cur = _city_rows(inputs, inputs.period)
+    prev = _city_rows(inputs, periods.previous(inputs.period))
+    if cur.empty:
+        return pd.DataFrame(columns=["city_name"])
+    if len(prev):
+        p = prev.set_index(["level", "city_code"])
+        key = pd.MultiIndex.from_frame(cur[["level", "city_code"]])
+        for col in ("area_completion_rate", "equipment_completion_rate", "start_rate"):
+            cur[f"{col}_change"] = cur[col].astype(float).to_numpy() - p[col].astype(float).reindex(key).to_numpy()
+    else:
+        for col in ("area_completion_rate", "equipment_completion_rate", "start_rate"):
+            cur[f"{col}_change"] = float("nan")
+    cur["reporting"] = [
+        f"{int(r)}/{int(t)}" if pd.notna(r) and pd.notna(t) else "—"
+        for r, t in zip(cur.get("counties_reporting", pd.Series(index=cur.index)), cur.get("counties_total", pd.Series(index=cur.index)), strict=True)
+    ]
+    return cur
+
+
+HEADLINE_COLUMNS = [
+    Col("city_name", "地区"),
+    Col("completed_area_m2", "竣工面积（平方米）", "num0"),
+    Col("plan_area_m2", "五年规划面积（平方米）", "num0"),
+    Col("area_completion_rate", "面积完成率", "pct"),
+    Col("area_completion_rate_change", "较上月", "pp"),
+    Col("start_rate", "开工率", "pct"),
+    Col("equipment_completion_rate", "设备购置完成率", "pct"),
+    Col("equipment_completion_rate_change", "较上月", "pp"),
+    Col("reporting", "报送县区"),
+]
+
+COUNTY_COLUMNS = [
+    Col("rank_in_province", "全省排名", "int"),
+    Col("city_name", "市"),
+    Col("county_name", "县（区）"),
+    Col("county_code", "区划代码"),
+    Col("area_completion_rate", "面积完成率", "pct"),
+    Col("equipment_completion_rate", "设备购置完成率", "pct"),
+    Col("start_rate", "开工率", "pct"),
+    Col("completed_area_m2", "竣工面积（平方米）", "num0"),
+    Col("score", "得分", "num2"),
+    Col("rank_in_city", "市内排名", "int"),
+    Col("score_change", "得分较上月", "num2"),
+    Col("data_state", "数据情况"),
+]
+
+SCORE_DETAIL_COLUMNS = [
+    Col("points_area_completion", "面积完成得分", "num2"),
+    Col("points_equipment_completion", "设备完成得分", "num2"),
+    Col("points_start_rate", "开工率得分", "num2"),
+    Col("points_timeliness", "报送及时得分", "num2"),
+    Col("points_data_quality", "数据质量得分", "num2"),
+    Col("points_overdue_stalled", "逾期停滞项目得分", "num2"),
+]
+
+EXCEPTION_PROJECT_COLUMNS = [
+    Col("city_name", "市"),
+    Col("county_name", "县（区）"),
+    Col("project_id", "项目编号"),
+    Col("school_name", "学校名称"),
+    Col("detail", "情况"),
+    Col("since_period", "始于"),
+]
+EXCEPTION_COUNTY_COLUMNS = [
+    Col("city_name", "市"),
+    Col("county_name", "县（区）"),
+    Col("detail", "情况"),
+    Col("since_period", "始于"),
+]
+
+FUNDING_COLUMNS = [
+    Col("name", "地区"),
+    Col("funds_total_wan", "累计投入（万元）", "num2"),
+    Col("funds_rural_infra_wan", "农村学校基础设施（万元）", "num2"),
+    Col("funds_urban_wan", "城区学校提升（万元）", "num2"),
+    Col("funds_equipment_wan", "设备购置（万元）", "num2"),
+    Col("funds_land_wan", "征地及附属物赔偿（万元）", "num2"),
+    Col("land_mu", "解决教育用地（亩）", "num2"),
+    Col("teachers_recruited", "招聘引进教师（人）", "int"),
+    Col("teachers_rural", "其中农村及偏远（人）", "int"),
+    Col("rural_share", "农村占比", "pct"),
+]
+FUNDING_SUMS = [c.key for c in FUNDING_COLUMNS[1:-1]]
+
+DQ_COLUMNS = [
+    Col("city_name", "市"),
+    Col("county_name", "县（区）"),
+    Col("files_received", "收到文件", "int"),
+    Col("files_refused", "退回文件", "int"),
+    Col("rows_rejected", "拒收行数", "int"),
+    Col("warnings_unexplained", "未说明预警", "int"),
+    Col("top_rules", "主要问题"),
+]
+
+
+def _data_state(cp: pd.DataFrame, period: str) -> list[str]:
+    out = []
+    for has, carried, src in zip(
+        cp.get("has_return", pd.Series(False, index=cp.index)),
+        cp.get("is_carried_forward", pd.Series(False, index=cp.index)),
+        cp.get("source_period", pd.Series(None, index=cp.index)),
+        strict=True,
+    ):
+        if bool(has) if pd.notna(has) else False:
+            out.append("本期报送")
+        elif (bool(carried) if pd.notna(carried) else False) and isinstance(src, str):
+            out.append(f"未报送，沿用{periods.label_zh(src)}数据")
+        else:
+            out.append("未报送")
+    return out
+
+
+def _funding(inputs: PackInputs) -> tuple[pd.DataFrame, pd.DataFrame, list[Figure]]:
+    f = inputs.county_funding
+    f = f[f["period"] == inputs.period] if len(f) else f
+    f = _with_names(f.reindex(columns=["county_code", *FUNDING_SUMS]), inputs.divisions)
+    for s in FUNDING_SUMS:
+        f[s] = pd.to_numeric(f[s], errors="coerce")
+
+    def share(df: pd.DataFrame) -> pd.Series:
+        return df["teachers_rural"] / df["teachers_recruited"].where(df["teachers_recruited"] > 0)
+
+    county = f.assign(name=f["county_name"], rural_share=share(f)).sort_values(["city_code", "county_code"])
+    city = f.groupby(["city_code", "city_name"], dropna=False)[FUNDING_SUMS].sum(min_count=1).reset_index()
+    province = pd.DataFrame([f[FUNDING_SUMS].sum(min_count=1)]).assign(city_code="000000", city_name="全省")
+    cities = pd.concat([province, city], ignore_index=True)
+    cities = cities.assign(name=cities["city_name"], rural_share=share(cities))
+    p = cities.iloc[0] if len(cities) else pd.Series(dtype=float)
+
+    def yi(x: float) -> str:
+        return "—" if pd.isna(x) else f"{x / 1e4:,.2f}亿元"
+
+    figures = [
+        Figure("累计投入资金", yi(p.get("funds_total_wan"))),
+        Figure("其中农村学校基础设施", yi(p.get("funds_rural_infra_wan"))),
+        Figure("其中城区学校提升", yi(p.get("funds_urban_wan"))),
+        Figure("其中设备购置", yi(p.get("funds_equipment_wan"))),
+        Figure("征地及附属物赔偿", yi(p.get("funds_land_wan")), "解决用地" + ("—" if pd.isna(p.get("land_mu")) else f"{p.get('land_mu'):,.0f}亩")),
+        Figure(
+            "招聘引进教师",
+            "—" if pd.isna(p.get("teachers_recruited")) else f"{p.get('teachers_recruited'):,.0f}人",
+            "" if pd.isna(p.get("rural_share")) else f"其中农村及偏远{p.get('teachers_rural'):,.0f}人（{p.get('rural_share') * 100:.1f}%）",
+        ),
+    ]
+    return cities, county, figures
+
+
+def current_submission_ids(submissions: pd.DataFrame, period: str) -> set[str]:
+    """Per county and kind: the accepted submission, else the latest refused one."""
+    if submissions.empty:
+        return set()
+    s = submissions[(submissions["period"] == period) & submissions["status"].isin(["accepted", "refused"])]
+    s = s.assign(_acc=(s["status"] == "accepted").astype(int))
+    sort = ["county_code", "kind", "_acc"] + (["received_at"] if "received_at" in s else [])
+    s = s.sort_values(sort, kind="stable")
+    return set(s.drop_duplicates(["county_code", "kind"], keep="last")["submission_id"].astype(str))
+
+
+def _data_quality(inputs: PackInputs) -> pd.DataFrame:
+    subs = inputs.submissions
+    subs = subs[subs["period"] == inputs.period] if len(subs) else subs
+    codes = pd.Index(sorted(set(inputs.expected_counties) | set(subs["county_code"].astype(str)) if len(subs) else inputs.expected_counties))
+    g = subs.assign(county_code=subs["county_code"].astype(str)).groupby("county_code") if len(subs) else None
+    dq = pd.DataFrame(index=codes)
+    dq.index.name = "county_code"
+    if g is not None:
+        dq["files_received"] = g.size().reindex(codes).fillna(0)
+        dq["files_refused"] = g["status"].agg(lambda s: int((s == "refused").sum())).reindex(codes).fillna(0)
+        acc = subs[subs["status"] == "accepted"]
+        dq["rows_rejected"] = acc.groupby(acc["county_code"].astype(str))["rows_rejected"].sum().reindex(codes).fillna(0)
+    else:
+        dq["files_received"] = dq["files_refused"] = dq["rows_rejected"] = 0
+    current = current_submission_ids(inputs.submissions, inputs.period)
+    iss = inputs.issues
+    iss = iss[iss["submission_id"].astype(str).isin(current)] if len(iss) else iss
+    if len(iss):
+        w = iss[(iss["severity"] == "warning") & ~iss["is_explained"].fillna(False).astype(bool)]
+        dq["warnings_unexplained"] = w.groupby(w["county_code"].astype(str)).size().reindex(codes).fillna(0)
+        e = iss[iss["severity"] == "error"]
+        counts = e.groupby([e["county_code"].astype(str), "rule"]).size().rename("n").reset_index()
+        counts = counts.sort_values(["county_code", "n", "rule"], ascending=[True, False, True]).groupby("county_code").head(3)
+        top = counts.groupby("county_code").apply(
+            lambda x: "、".join(f"{r}×{n}" for r, n in zip(x["rule"], x["n"], strict=True)), include_groups=False
+        )
+        dq["top_rules"] = top.reindex(codes).fillna("")
+    else:
+        dq["warnings_unexplained"] = 0
+        dq["top_rules"] = ""
+    dq = _with_names(dq.reset_index(), inputs.divisions)
+    return dq.sort_values(["rows_rejected", "files_refused", "warnings_unexplained", "county_code"], ascending=[False, False, False, True])
+
+
+def _disclosure(inputs: PackInputs) -> pd.DataFrame:
+    f = inputs.facts
+    f = f[f["period"] == inputs.period] if len(f) else f
+    keep = [c.key for c in DISCLOSURE_COLUMNS if c.key not in ("city_name", "county_name")]
+    f = _with_names(f.reindex(columns=["county_code", *keep]), inputs.divisions)
+    f = f.sort_values(["city_code", "county_code", "project_id"])
+    return f[[c.key for c in DISCLOSURE_COLUMNS]].reset_index(drop=True)
+
+
+def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> PackData:
+    """Every figure and list of the pack, from the inputs (no I/O)."""
+    period = inputs.period
+    divisions = inputs.divisions
+    exceptions = compute_exceptions(inputs, th)
+    scorecard = compute_scorecard(inputs.county_progress, inputs.submissions, exceptions, period, weights, inputs.prior_scorecard)
+    cp = inputs.county_progress[inputs.county_progress["period"] == period].copy()
+    cp["county_code"] = cp["county_code"].astype(str)
+
+    counties = _with_names(cp, divisions).merge(
+        scorecard.drop(columns=["county_name", "city_name", "city_code", "period"]), on="county_code", how="left"
+    )
+    counties["data_state"] = _data_state(counties, period)
+    counties = counties.sort_values(["rank_in_province", "county_code"]).reset_index(drop=True)
+
+    head = _headline(inputs)
+    prov = head.iloc[0] if len(head) else pd.Series(dtype=object)
+
+    def pct(x: object) -> str:
+        return "—" if x is None or pd.isna(x) else f"{float(x) * 100:.1f}%"
+
+    def pp(x: object) -> str:
+        return "" if x is None or pd.isna(x) else f"较上月{float(x) * 100:+.1f}个百分点"
+
+    figures = [
+        Figure("校舍改造面积完成率", pct(prov.get("area_completion_rate")), pp(prov.get("area_completion_rate_change"))),
+        Figure(
+            "竣工面积",
+            "—" if pd.isna(prov.get("completed_area_m2", float("nan"))) else f"{float(prov['completed_area_m2']) / 1e4:,.2f}万㎡",
+            "" if pd.isna(prov.get("plan_area_m2", float("nan"))) else f"五年规划{float(prov['plan_area_m2']) / 1e4:,.2f}万㎡",
+        ),
+        Figure("开工率", pct(prov.get("start_rate")), pp(prov.get("start_rate_change"))),
+        Figure("设备购置完成率", pct(prov.get("equipment_completion_rate")), pp(prov.get("equipment_completion_rate_change"))),
+        Figure("报送县区", str(prov.get("reporting", "—"))),
+    ]
+
+    ex = _with_names(exceptions, divisions) if len(exceptions) else exceptions.assign(county_name=None, city_name=None)
+    ex_sections = []
+    for cat, title in CATEGORIES.items():
+        rows = ex[ex["category"] == cat]
+        cols = EXCEPTION_PROJECT_COLUMNS if cat in PROJECT_CATEGORIES else EXCEPTION_COUNTY_COLUMNS
+        ex_sections.append(Section(f"exc_{cat}", f"{title}（{len(rows)}）", cols, rows.reset_index(drop=True), sheet_zh=title))
+
+    bottom = counties.dropna(subset=["score"]).sort_values(["score", "county_code"]).head(th.bottom_n)
+    chart_table = counties[["county_code", "county_name", "area_completion_rate", "equipment_completion_rate"]]
+    fund_city, fund_county, fund_figures = _funding(inputs)
+    inputs_subs = inputs.source_submissions if inputs.source_submissions is not None else pd.DataFrame()
+    manifest = build_manifest(period, inputs_subs, inputs.county_progress, scorecard, inputs.county_funding)
+
+    return PackData(
+        period=period,
+        inputs=inputs,
+        exceptions=exceptions,
+        scorecard=scorecard,
+        headline=Section("headline", "全省及各市对照五年规划进展", HEADLINE_COLUMNS, head, sheet_zh="总览"),
+        figures=figures,
+        county_table=Section(
+            "counties",
+            "各县区完成率、得分与排名",
+            COUNTY_COLUMNS + SCORE_DETAIL_COLUMNS,
+            counties,
+            note_zh="得分满分100分：面积完成35、设备完成25、开工率10、报送及时10、数据质量10、逾期停滞项目10。",
+            sheet_zh="县区排名",
+        ),
+        bottom=Section(
+            "bottom",
+            f"得分后{th.bottom_n}名县区",
+            [c for c in COUNTY_COLUMNS if c.key not in ("completed_area_m2", "data_state")],
+            bottom.reset_index(drop=True),
+            sheet_zh=f"后{th.bottom_n}名",
+        ),
+        exception_sections=ex_sections,
+        funding_figures=fund_figures,
+        funding_city=Section("funding", "资金投入与师资补充（按市）", FUNDING_COLUMNS, fund_city, sheet_zh="资金与师资"),
+        funding_county=Section(
+            "funding_county",
+            "资金投入与师资补充（按县区）",
+            [Col("city_name", "市"), *FUNDING_COLUMNS],
+            fund_county,
+            sheet_zh="资金与师资（县区）",
+        ),
+        data_quality=Section(
+            "data_quality",
+            "数据质量：各县区报送与核查情况",
+            DQ_COLUMNS,
+            _data_quality(inputs).reset_index(drop=True),
+            sheet_zh="数据质量",
+        ),
+        disclosure=Section("disclosure", "全面改薄项目进展公示", DISCLOSURE_COLUMNS, _disclosure(inputs), sheet_zh="公示"),
+        chart_table=chart_table,
+        manifest=manifest,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# letters
+
+
+LETTER_EXC_COLUMNS = [
+    Col("category_zh", "类别"),
+    Col("project_id", "项目编号"),
+    Col("school_name", "学校名称"),
+    Col("detail", "情况"),
+    Col("since_period", "始于"),
+]
+LETTER_ROW_COLUMNS = [
+    Col("kind_zh", "报表"),
+    Col("file_name", "文件"),
+    Col("row_number", "行号", "int"),
+    Col("project_id", "项目编号"),
+    Col("column_zh", "列"),
+    Col("value", "填报值"),
+    Col("rule", "规则"),
+    Col("message", "问题及处理办法"),
+]
+
+
+def _issue_rows(issues: pd.DataFrame, submissions: pd.DataFrame) -> pd.DataFrame:
+    from gaibao.contract import KIND_NAME_ZH, label_zh
+
+    if issues.empty:
+        return issues.assign(kind_zh=None, file_name=None, column_zh=None)
+    names = submissions.set_index("submission_id")["file_name"] if "file_name" in submissions and len(submissions) else pd.Series(dtype=object)
+    out = issues.assign(
+        kind_zh=issues["kind"].map(KIND_NAME_ZH).fillna(issues["kind"]),
+        file_name=issues["submission_id"].map(names),
+        column_zh=[label_zh(k, c) if isinstance(c, str) else None for k, c in zip(issues["kind"], issues["column_name"], strict=True)],
+    )
+    return out.sort_values(["kind", "row_number"], na_position="first")
+
+
+def letter_sections(data: PackData) -> dict[str, tuple[LetterContext, list[Section]]]:
+    """Per county: the letter context and its XLSX sections (only that county's rows)."""
+    inputs = data.inputs
+    period = data.period
+    current = current_submission_ids(inputs.submissions, period)
+    iss = inputs.issues
+    iss = iss[iss["submission_id"].astype(str).isin(current)] if len(iss) else iss
+    rejected = _issue_rows(iss[iss["severity"] == "error"], inputs.submissions) if len(iss) else _issue_rows(iss, inputs.submissions)
+    warns = iss[(iss["severity"] == "warning") & ~iss["is_explained"].fillna(False).astype(bool)] if len(iss) else iss
+    warns = _issue_rows(warns, inputs.submissions)
+    exc = data.exceptions.assign(category_zh=data.exceptions["category"].map(CATEGORIES))
+    by_exc = dict(tuple(exc.groupby("county_code"))) if len(exc) else {}
+    by_rej = dict(tuple(rejected.groupby(rejected["county_code"].astype(str)))) if len(rejected) else {}
+    by_warn = dict(tuple(warns.groupby(warns["county_code"].astype(str)))) if len(warns) else {}
+    sc = data.scorecard.set_index("county_code") if len(data.scorecard) else pd.DataFrame()
+    cp = inputs.county_progress
+    cp = cp[cp["period"] == period].assign(county_code=lambda d: d["county_code"].astype(str)).set_index("county_code") if len(cp) else pd.DataFrame()
+    names = data.county_names
+    codes = sorted(set(inputs.expected_counties) | set(by_exc) | set(by_rej) | set(by_warn))
+    generated = now_label()
+    out = {}
+    empty_exc = exc.iloc[0:0]
+    for code in codes:
+        name = names.get(code, code)
+        s_exc = Section("exceptions", "本县区异常事项", LETTER_EXC_COLUMNS, by_exc.get(code, empty_exc).reset_index(drop=True), sheet_zh="异常事项")
+        s_rej = Section(
+            "rejected",
+            "被拒收的数据行（请更正后重新报送）",
+            LETTER_ROW_COLUMNS,
+            by_rej.get(code, rejected.iloc[0:0]).reset_index(drop=True),
+            sheet_zh="被拒收的行",
+        )
+        s_warn = Section(
+            "warnings",
+            "未说明的预警（请核实；属实的在备注列说明）",
+            LETTER_ROW_COLUMNS,
+            by_warn.get(code, warns.iloc[0:0]).reset_index(drop=True),
+            sheet_zh="未说明的预警",
+        )
+        summary = []
+        if code in cp.index:
+            r = cp.loc[code]
+            summary += [
+                Figure("面积完成率", _pct(r.get("area_completion_rate"))),
+                Figure("设备购置完成率", _pct(r.get("equipment_completion_rate"))),
+                Figure("开工率", _pct(r.get("start_rate"))),
+            ]
+        if code in sc.index:
+            r = sc.loc[code]
+            summary.append(Figure("得分", f"{float(r['score']):.1f}", f"全市第{int(r['rank_in_city'])}名，全省第{int(r['rank_in_province'])}名"))
+        summary.append(Figure("待处理事项", f"{len(s_exc.frame) + len(s_rej.frame) + len(s_warn.frame)}项"))
+        ctx = LetterContext(
+            title=f"{name}全面改薄月报核查通知（{data.label}）",
+            county_name=name,
+            period_label=data.label,
+            generated_at=generated,
+            summary=summary,
+            exceptions=s_exc,
+            rejected=s_rej,
+            warnings=s_warn,
+        )
+        out[code] = (ctx, [s_exc, s_rej, s_warn])
+    return out
+
+
+def _pct(x: object) -> str:
+    return "—" if x is None or pd.isna(x) else f"{float(x) * 100:.1f}%"
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def pack_context(data: PackData, chart_src: str, changes: list[str], list_limit: int) -> PackContext:
+    counts = [(CATEGORIES[c], int((data.exceptions["category"] == c).sum())) for c in CATEGORIES]
+    return PackContext(
+        title=f"全面改薄联席会议材料（{data.label}）",
+        period_label=data.label,
+        generated_at=now_label(),
+        chart_src=chart_src,
+        figures=data.figures,
+        headline=data.headline,
+        county_table=data.county_table,
+        bottom=data.bottom,
+        exception_counts=counts,
+        exception_sections=data.exception_sections,
+        funding_figures=data.funding_figures,
+        funding=data.funding_city,
+        data_quality=data.data_quality,
+        list_limit=list_limit,
+        pack_digest=data.manifest.pack_digest,
+        changes=changes,
+    )
+
+
+def pack_file_names(period: str) -> dict[str, str]:
+    label = periods.label_zh(period)
+    return {
+        "html": f"全面改薄联席会议材料{label}.html",
+        "xlsx": f"全面改薄联席会议材料{label}.xlsx",
+        "chart": f"县区完成情况图{label}.png",
+        "disclosure_csv": f"全面改薄项目进展公示{label}.csv",
+        "disclosure_html": f"全面改薄项目进展公示{label}.html",
+        "manifest": "manifest.json",
+    }
+
+
+def write_disclosure_csv(section: Section, path: Path) -> None:
+    """The 公示 as CSV (UTF-8 with BOM for Excel), formula-looking text made inert."""
+    text_cols = {c.key for c in section.columns if c.fmt == "text"}
+    with path.open("w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(section.headers)
+        cols = [section.frame[c.key].tolist() for c in section.columns]
+        for i in range(len(section.frame)):
+            row = []
+            for j, c in enumerate(section.columns):
+                v = cols[j][i]
+                if v is None or (not isinstance(v, str) and pd.isna(v)):
+                    row.append("")
+                elif c.key in text_cols:
+                    row.append(inert_csv_text(str(v)))
+                elif c.fmt == "date":
+                    row.append(pd.Timestamp(v).strftime("%Y-%m-%d") if not isinstance(v, str) else inert_csv_text(v))
+                else:
+                    row.append(v)
+            w.writerow(row)
+
+
+def write_pack(data: PackData, out_dir: Path, changes: list[str], th: Thresholds, letters: bool = True) -> PackResult:
+    """Render the pack, the 公示 and (optionally) every county letter into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = pack_file_names(data.period)
+    files = {k: out_dir / v for k, v in names.items()}
+    png = county_completion_png(data.chart_table, f"各县区校舍改造面积完成率（{data.label}）")
+    files["chart"].write_bytes(png)
+    html_saved = render("pack.html", pack_context(data, data_uri(png), changes, th.html_list_limit))
+    files["html"].write_text(html_saved, encoding="utf-8")
+    email_html = render("pack.html", pack_context(data, f"cid:{CHART_CID}", changes, th.html_list_limit))
+    sections = [
+        data.headline,
+        data.county_table,
+        data.bottom,
+        *data.exception_sections,
+        data.funding_city,
+        data.funding_county,
+        data.data_quality,
+    ]
+    write_workbook(files["xlsx"], sections, images={"完成情况图": png}, title_zh=f"全面改薄联席会议材料（{data.label}）")
+    write_disclosure_csv(data.disclosure, files["disclosure_csv"])
+    files["disclosure_html"].write_text(
+        render(
+            "disclosure.html",
+            DisclosureContext(
+                title=f"全面改薄项目进展公示（{data.label}）", period_label=data.label, generated_at=now_label(), table=data.disclosure
+            ),
+        ),
+        encoding="utf-8",
+    )
+    files["manifest"].write_text(manifest_json(data.manifest), encoding="utf-8")
+    letter_files: dict[str, LetterFiles] = {}
+    if letters:
+        letter_dir = out_dir / "letters"
+        letter_dir.mkdir(exist_ok=True)
+        for code, (ctx, secs) in letter_sections(data).items():
+            base = f"{safe_name(code)}_{safe_name(ctx.county_name)}_全面改薄核查通知{data.label}"
+            html_path, xlsx_path = letter_dir / f"{base}.html", letter_dir / f"{base}.xlsx"
+            html_path.write_text(render("letter.html", ctx), encoding="utf-8")
+            write_workbook(xlsx_path, secs, title_zh=ctx.title)
+            letter_files[code] = LetterFiles(code, ctx.county_name, html_path, xlsx_path)
+    counts = data.exceptions["category"].value_counts().to_dict() if len(data.exceptions) else {}
+    log.info("pack %s written to %s (%d letters)", data.period, out_dir, len(letter_files))
+    return PackResult(
+        period=data.period,
+        out_dir=out_dir,
+        files=files,
+        letters=letter_files,
+        email_html=email_html,
+        chart_png=png,
+        pack_digest=data.manifest.pack_digest,
+        changes=changes,
+        exceptions=data.exceptions,
+        scorecard=data.scorecard,
+        exception_counts={k: int(v) for k, v in counts.items()},
+    )
+
+
+def store_marts(engine: sa.Engine, period: str, exceptions: pd.DataFrame, scorecard: pd.DataFrame) -> None:
+    """Replace the period's rows of mart_exception and mart_scorecard (one transaction)."""
+    ensure_tables(engine)
+    exc_rows = exceptions.astype(object).where(exceptions.notna(), None).to_dict("records")
+    sc = scorecard[SCORE_COLUMNS]
+    sc_rows = sc.astype(object).where(sc.notna(), None).to_dict("records")
+    with engine.begin() as conn:
+        conn.execute(mart_exception.delete().where(mart_exception.c.period == period))
+        conn.execute(mart_scorecard.delete().where(mart_scorecard.c.period == period))
+        if exc_rows:
+            conn.execute(mart_exception.insert(), exc_rows)
+        if sc_rows:
+            conn.execute(mart_scorecard.insert(), sc_rows)
+
+
+def build_pack(
+    engine: sa.Engine,
+    period: str,
+    out_dir: Path,
+    th: Thresholds,
+    weights: ScoreWeights,
+    letters: bool = True,
+) -> PackResult:
+    """Read the warehouse, compute, store the marts and manifest, write the files."""
+    periods.check_period(period)
+    ensure_tables(engine)
+    inputs = load_inputs(engine, period, th.history_periods)
+    data = compute_pack(inputs, th, weights)
+    previous = latest_manifest(engine, period)
+    changes = diff_manifests(previous, data.manifest, data.county_names)
+    if previous is not None and not changes:
+        log.info("pack %s: same submissions and figures as the last build", period)
+    store_marts(engine, period, data.exceptions, data.scorecard)
+    result = write_pack(data, out_dir, changes, th, letters=letters)
+    store_manifest(engine, data.manifest, str(out_dir))
+    return result

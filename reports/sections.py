@@ -1,0 +1,100 @@
+"""A section of a report: a titled table with typed columns, rendered to HTML, XLSX and CSV alike.
+
+Cells from county data are untrusted text. HTML escapes them (Jinja autoescape); XLSX writes
+them with ``write_string`` (never a formula); CSV prefixes a formula-looking value with ``'``
+(:func:`inert_csv_text`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+
+Fmt = Literal["text", "int", "num0", "num2", "pct", "pp", "date"]
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Col:
+    key: str
+    header_zh: str
+    fmt: Fmt = "text"
+
+
+@dataclass
+class Section:
+    key: str
+    title_zh: str
+    columns: list[Col]
+    frame: pd.DataFrame
+    note_zh: str = ""
+    sheet_zh: str = ""  # the worksheet name (<= 31 characters); the title when empty
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c.key for c in self.columns if c.key not in self.frame.columns]
+        if missing:
+            raise KeyError(f"section {self.key}: frame lacks {missing}")
+
+    @property
+    def headers(self) -> list[str]:
+        return [c.header_zh for c in self.columns]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.frame)
+
+    def html_rows(self, limit: int | None = None) -> list[list[tuple[str, bool]]]:
+        """Rows of (display text, is_number) cells, at most ``limit`` rows."""
+        frame = self.frame if limit is None else self.frame.head(limit)
+        cols = [(c.key, c.fmt) for c in self.columns]
+        values = [frame[k].tolist() for k, _ in cols]
+        out = []
+        for i in range(len(frame)):
+            out.append([(display(values[j][i], fmt), fmt not in ("text", "date")) for j, (_, fmt) in enumerate(cols)])
+        return out
+
+
+def _missing(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def display(value: Any, fmt: Fmt) -> str:
+    """A value as a reader sees it: 108.3%, 1,234, 12.50, 2018-06-30; empty as —."""
+    if _missing(value):
+        return "—"
+    if fmt == "text":
+        return str(value)
+    if fmt == "date":
+        return pd.Timestamp(value).strftime("%Y-%m-%d") if not isinstance(value, str) else value
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isinf(x):
+        return "—"
+    if fmt == "pct":
+        return f"{x * 100:.1f}%"
+    if fmt == "pp":
+        return f"{x * 100:+.1f}个百分点"
+    if fmt == "int":
+        return f"{x:,.0f}"
+    if fmt == "num0":
+        return f"{x:,.0f}"
+    return f"{x:,.2f}"
+
+
+def inert_csv_text(value: Any) -> Any:
+    """A text value safe for a spreadsheet opening the CSV: formula-looking text gets a ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
