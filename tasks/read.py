@@ -154,6 +154,10 @@ class _HeaderIndex:
         col = self.by_base.get(base)
         if col is not None:
             return col, unit
+        if base.startswith("其中"):  # 其中中央资金, 其中-中央资金: the part without 其中 is an alias
+            col = self.by_base.get(base[2:].lstrip(":-、,"))
+            if col is not None:
+                return col, unit
         if unit is not None:  # e.g. a header whose brackets are part of an unknown name
             whole = base + "(" + unit + ")"
             col = self.by_base.get(whole)

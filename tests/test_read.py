@@ -258,6 +258,18 @@ def test_normalise_header(text: str, expected: tuple[str, str | None]) -> None:
     assert normalise_header(text) == expected
 
 
+@pytest.mark.parametrize(
+    "header", ["其中中央资金（万元）", "其中、中央资金", "中央资金(万元)", "其中: 中央资金"]
+)
+def test_part_headers_with_or_without_qizhong(tmp_path: Path, header: str) -> None:
+    path = write_return(
+        tmp_path / "r.csv", progress_rows(2), "progress", headers={"funds_central_wan": header}
+    )
+    parsed = read_file(path)
+    assert_ok(parsed)
+    assert parsed.rows["funds_central_wan"].tolist() == ["40", "40.5"]
+
+
 def test_canonical_english_headers_in_any_case(tmp_path: Path) -> None:
     rows = progress_rows(1)
     headers = {c.name: c.name.upper() for c in COLUMNS["progress"]}
