@@ -45,7 +45,7 @@ from functools import cached_property
 from hashlib import sha256 as _sha256
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
@@ -182,7 +182,8 @@ def is_hidden_or_temp(name: str) -> bool:
 
 def belongs_to(name: str, period: str) -> bool:
     """A file belongs to ``period`` when it is not a temp file and its name carries the period."""
-    return not is_hidden_or_temp(name) and period in periods_in_name(name)
+    # every accepted form spells the year in full: a cheap test before the regular expression
+    return period[:4] in name and not is_hidden_or_temp(name) and period in periods_in_name(name)
 
 
 def _utc_from_timestamp(ts: float) -> datetime:
@@ -209,7 +210,7 @@ class FolderSource:
 
     def __init__(self, root: str | Path) -> None:
         self.root = str(root)
-        self._is_local = "://" not in self.root or self.root.startswith("file://")
+        self.is_local = "://" not in self.root or self.root.startswith("file://")
 
     def describe(self) -> str:
         return f"folder:{self.root}"
@@ -217,14 +218,14 @@ class FolderSource:
     def fetch(self, county_code: str, period: str) -> list[Received]:
         check_period(period)
         try:
-            if self._is_local:
+            if self.is_local:
                 received = self._fetch_local(county_code, period)
             else:
                 received = self._fetch_fsspec(county_code, period)
         except FileNotFoundError:
             # the folder is absent, or a file vanished between listing and reading: the next
             # attempt sees the folder as it is now
-            if self._is_local and not Path(self._local_root).is_dir():
+            if self.is_local and not Path(self._local_root).is_dir():
                 return []
             raise SourceUnreachable(
                 "上报文件夹内容在读取过程中发生变化，请稍后重试",
@@ -362,7 +363,8 @@ class HttpSource:
     - ``next`` link: while a page's body carries a non-empty ``next``, that URL is fetched;
     - page number: with ``page_param`` set (e.g. ``"page"``), pages ``page_start``, +1, … are
       requested (``?page=N`` added to the URL) until a page comes back with no records.
-    Without either, the first response is the whole payload.
+    Without either, the first response is the whole payload. A ``next`` link to another origin
+    (scheme, host, port) is refused: the bearer token must not travel there.
 
     All pages' records are combined into one deterministic JSON records payload (``content``).
     A period with no records at all gives ``[]`` (the county has sent nothing).
@@ -381,6 +383,7 @@ class HttpSource:
         page_start: int = 1,
         timeout_s: float = 30.0,
         max_pages: int = 1000,
+        max_bytes: int = 512 * 1024 * 1024,
     ) -> None:
         self.url_template = url_template
         self.token_env = token_env
@@ -390,6 +393,7 @@ class HttpSource:
         self.page_start = page_start
         self.timeout_s = timeout_s
         self.max_pages = max_pages
+        self.max_bytes = max_bytes
 
     def describe(self) -> str:
         return f"http:{self.url_template}"
@@ -426,7 +430,14 @@ class HttpSource:
                 page_records, next_link = _page_of(body, url)
                 records.extend(page_records)
                 if next_link:
-                    url, params = urljoin(url, next_link), None
+                    next_url = urljoin(url, next_link)
+                    if _origin(next_url) != _origin(first_url):
+                        # the bearer token goes with every request: never to another host
+                        raise SourceUnreachable(
+                            "数据平台的分页链接指向其他网站，已停止读取",
+                            f"next link {next_url} leaves the origin of {first_url}",
+                        )
+                    url, params = next_url, None
                 elif self.page_param and page_records and params is not None:
                     page += 1
                     params = {self.page_param: str(page)}
@@ -476,8 +487,15 @@ class HttpSource:
                 if status >= 400:
                     raise SourceUnreachable("数据平台拒绝了请求", f"HTTP {status} from {url}")
                 chunks: list[bytes] = []
+                size = 0
                 for chunk in response.iter_bytes():
                     chunks.append(chunk)
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise SourceUnreachable(
+                            "数据平台返回的数据量超出上限",
+                            f"body of {url} larger than {self.max_bytes} bytes",
+                        )
                     if time.monotonic() > deadline:
                         raise SourceUnreachable(
                             "数据平台响应超时",
@@ -504,6 +522,11 @@ class HttpSource:
                 retryable=True,  # a body cut short by a proxy looks like this
             ) from exc
         return body, _parse_http_date(modified_header)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
 
 
 def _page_of(body: Any, url: str) -> tuple[list[Any], str | None]:
@@ -1112,48 +1135,61 @@ def fetch_all(
     config: Mapping[str, SourceSpec] | None = None,
     max_workers: int = 8,
 ) -> list[FetchOutcome]:
-    """Fetch every county's payloads for ``period`` concurrently (a thread pool).
+    """Fetch every county's payloads for ``period`` concurrently; one outcome per county, in order.
 
-    One outcome per county, in the order given. ``config`` defaults to the sources file named by
-    ``settings.sources``. A county whose source cannot be built (bad config) or cannot deliver
-    gets an outcome with ``error``; the others are fetched regardless.
+    ``config`` defaults to the sources file named by ``settings.sources``. A county whose source
+    cannot be built (bad config) or cannot deliver gets an outcome with ``error``; the others are
+    fetched regardless.
+
+    Local folders are read one after another on one worker thread: their cost is the disk, and
+    on two cores many threads reading page-cached files only contend for the GIL (measured: 2,850
+    folders, 200 MB, 0.5 s on one thread, 1.4 s on eight). Every other source (HTTP, SFTP, a
+    database, a remote fsspec folder), which mostly waits on the network, runs in a pool of
+    ``max_workers`` threads alongside.
     """
     check_period(period)
     counties = list(counties)
-    if config is None:
-        config = load_source_config(settings.sources)
-
-    def one(county_code: str) -> FetchOutcome:
-        try:
-            source = source_for(county_code, settings, config)
-        except Exception as exc:  # noqa: BLE001 - a bad county entry must not stop the others
-            return FetchOutcome(
-                county_code,
-                [],
-                SourceUnreachable("数据源配置有误，请联系数据工程师", f"{type(exc).__name__}: {exc}"),
-                0,
-                0.0,
-            )
-        return fetch_with_retry(source, county_code, period, settings)
-
     if not counties:
         return []
-    workers = max(1, min(max_workers, len(counties)))
-    if workers == 1:
-        return [one(c) for c in counties]
+    if config is None:
+        config = load_source_config(settings.sources)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-        outcomes = list(pool.map(one, counties))
-    failed = sum(1 for o in outcomes if o.error is not None)
+
+    sources: dict[str, Source] = {}
+    outcomes: dict[str, FetchOutcome] = {}
+    for code in counties:
+        try:
+            sources[code] = source_for(code, settings, config)
+        except Exception as exc:  # noqa: BLE001 - a bad county entry must not stop the others
+            error = SourceUnreachable("数据源配置有误，请联系数据工程师", f"{type(exc).__name__}: {exc}")
+            outcomes[code] = FetchOutcome(code, [], error, 0, 0.0)
+    local = [c for c, src in sources.items() if isinstance(src, FolderSource) and src.is_local]
+    remote = [c for c, src in sources.items() if not (isinstance(src, FolderSource) and src.is_local)]
+
+    def one(code: str) -> FetchOutcome:
+        return fetch_with_retry(sources[code], code, period, settings)
+
+    def all_local() -> list[FetchOutcome]:
+        return [one(code) for code in local]
+
+    workers = max(1, min(max_workers, len(remote)))
+    with ThreadPoolExecutor(max_workers=workers + (1 if local else 0), thread_name_prefix="fetch") as pool:
+        local_future = pool.submit(all_local) if local else None
+        for outcome in pool.map(one, remote):
+            outcomes[outcome.county_code] = outcome
+        if local_future is not None:
+            for outcome in local_future.result():
+                outcomes[outcome.county_code] = outcome
+    result = [outcomes[code] for code in counties]
     log.info(
         "fetched %s for %d counties in %.2fs: %d payloads, %d unreachable",
         period,
         len(counties),
         time.monotonic() - started,
-        sum(len(o.received) for o in outcomes),
-        failed,
+        sum(len(o.received) for o in result),
+        sum(1 for o in result if o.error is not None),
     )
-    return outcomes
+    return result
 
 
 __all__ = [

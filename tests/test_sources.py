@@ -359,6 +359,24 @@ def test_http_no_records_means_nothing_sent(http_server: FaultyHttpServer) -> No
     assert HttpSource(http_server.url("/api/340102"), timeout_s=2).fetch("340102", PERIOD) == []
 
 
+def test_http_never_follows_a_next_link_to_another_host(
+    http_server: FaultyHttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_PLATFORM_TOKEN", "s3cret-token")
+    http_server.add_route("/api/340102", [{"records": [{"a": 1}], "next": "http://127.0.0.2:9/steal"}])
+    source = HttpSource(http_server.url("/api/340102"), token_env="TEST_PLATFORM_TOKEN", timeout_s=2)
+    with pytest.raises(SourceUnreachable, match="其他网站") as info:
+        source.fetch("340102", PERIOD)
+    assert not info.value.retryable and "127.0.0.2" in info.value.detail
+
+
+def test_http_body_over_the_limit_is_refused(http_server: FaultyHttpServer) -> None:
+    http_server.token = None
+    http_server.add_route("/api/340102", [[{"note": "x" * 5000}]])
+    with pytest.raises(SourceUnreachable, match="超出上限"):
+        HttpSource(http_server.url("/api/340102"), timeout_s=2, max_bytes=1000).fetch("340102", PERIOD)
+
+
 def test_http_faults_end_in_clear_outcomes_while_other_counties_are_fetched(
     http_server: FaultyHttpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
