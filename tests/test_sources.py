@@ -370,6 +370,15 @@ def test_http_never_follows_a_next_link_to_another_host(
     assert not info.value.retryable and "127.0.0.2" in info.value.detail
 
 
+def test_http_page_param_the_platform_ignores_is_detected(http_server: FaultyHttpServer) -> None:
+    http_server.token = None
+    http_server.add_route("/api/340102", [[{"a": 1}]], pagination="none")  # same body whatever the page
+    source = HttpSource(http_server.url("/api/340102"), page_param="page", timeout_s=2)
+    with pytest.raises(SourceUnreachable, match="分页参数无效"):
+        source.fetch("340102", PERIOD)
+    assert http_server.hits("/api/340102") == 2
+
+
 def test_http_body_over_the_limit_is_refused(http_server: FaultyHttpServer) -> None:
     http_server.token = None
     http_server.add_route("/api/340102", [[{"note": "x" * 5000}]])
