@@ -7,6 +7,9 @@ planted where a careless report would leak them.
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +21,11 @@ HOSTILE_FORMULA = '=HYPERLINK("http://x","y")'
 HOSTILE_SCRIPT = "<script>alert(1)</script>"
 PERSONAL_NAME = "张秘密"
 PERSONAL_PHONE = "13912345678"
+
+
+def sample_sid(code: str, period: str, kind: str, status: str = "accepted") -> str:
+    """A 20-character submission id, as the warehouse's ``make_submission_id`` makes them."""
+    return hashlib.sha256(f"{kind}|{code}|{period}|{status}|sample".encode()).hexdigest()[:20]
 
 
 def _divisions(n: int) -> pd.DataFrame:
@@ -74,7 +82,7 @@ def sample_inputs(
                     status, started, done, inv = "已竣工", planned, planned, invest
                 fact_rows.append(
                     {
-                        "submission_id": f"sub-{code}-{p}-progress",
+                        "submission_id": sample_sid(code, p, "progress"),
                         "period": p,
                         "county_code": code,
                         "school_code": f"{code}{j:04d}",
@@ -144,7 +152,7 @@ def sample_inputs(
                     "is_carried_forward": not has,
                     "is_late": False,
                     "source_period": p if has else periods.previous(p),
-                    "submission_id": f"sub-{code}-{p if has else periods.previous(p)}-progress",
+                    "submission_id": sample_sid(code, p if has else periods.previous(p), "progress"),
                 }
             )
     county_progress = pd.DataFrame(cp_rows).merge(div, on="county_code")
@@ -161,13 +169,13 @@ def sample_inputs(
             late = ci == 1 and kind == "progress"
             subs.append(
                 {
-                    "submission_id": f"sub-{code}-{period}-{kind}",
+                    "submission_id": sample_sid(code, period, kind, status),
                     "kind": kind,
                     "county_code": code,
                     "period": period,
                     "source": "folder",
                     "file_name": f"{code}_{kind}.xlsx",
-                    "sha256": f"{abs(hash((code, kind, period))):064x}"[:64],
+                    "sha256": hashlib.sha256(f"{code}{kind}{period}{status}".encode()).hexdigest(),
                     "received_at": (received + pd.Timedelta(days=5 if late else 0)).tz_localize("Asia/Shanghai").tz_convert("UTC"),
                     "status": status,
                     "reason": "报告期与本次报送不符：文件写的是2018-05" if status == "refused" else None,
@@ -185,7 +193,7 @@ def sample_inputs(
     ):
         issue_rows.append(
             {
-                "submission_id": f"sub-{first}-{period}-progress",
+                "submission_id": sample_sid(first, period, "progress"),
                 "kind": "progress",
                 "county_code": first,
                 "period": period,
@@ -204,7 +212,7 @@ def sample_inputs(
             continue
         issue_rows.append(
             {
-                "submission_id": f"sub-{code}-{period}-progress",
+                "submission_id": sample_sid(code, period, "progress"),
                 "kind": "progress",
                 "county_code": code,
                 "period": period,
@@ -247,3 +255,46 @@ def sample_inputs(
         issues=issues,
         expected_counties=codes,
     )
+
+
+def load_into_warehouse(wh: Any, inputs: PackInputs) -> None:
+    """Load sample inputs through the real warehouse API (divisions, plan, batches, marts)."""
+    period = inputs.period
+    wh.load_divisions(inputs.divisions)
+    cp = inputs.county_progress[inputs.county_progress["period"] == period]
+    wh.load_plan(cp[["county_code", "plan_area_m2", "plan_equipment_wan"]].assign(plan_cycle="2014-2018"))
+    facts = inputs.facts.copy()
+    facts["row_number"] = facts.groupby(["submission_id"]).cumcount() + 3
+    for p in sorted(facts["period"].unique()):
+        f = facts[facts["period"] == p]
+        if p == period:
+            subs = inputs.submissions[inputs.submissions["kind"] == "progress"]
+            issues = inputs.issues[inputs.issues["kind"] == "progress"]
+        else:
+            codes = sorted(f["county_code"].unique())
+            subs = pd.DataFrame(
+                {
+                    "submission_id": [sample_sid(c, p, "progress") for c in codes],
+                    "kind": "progress",
+                    "county_code": codes,
+                    "period": p,
+                    "source": "folder",
+                    "file_name": [f"{c}_progress.xlsx" for c in codes],
+                    "sha256": [hashlib.sha256(f"{c}{p}".encode()).hexdigest() for c in codes],
+                    "received_at": pd.Timestamp(periods.last_day(p)).tz_localize("UTC") + pd.Timedelta(days=2),
+                    "status": "accepted",
+                    "reason": None,
+                    "rows_total": [int((f["county_code"] == c).sum()) for c in codes],
+                    "rows_accepted": [int((f["county_code"] == c).sum()) for c in codes],
+                    "rows_rejected": 0,
+                    "is_late": False,
+                }
+            )
+            issues = inputs.issues.iloc[0:0]
+        wh.load_batch(subs.assign(rules_version="sample000000"), f, issues, "progress")
+    fsubs = inputs.submissions[inputs.submissions["kind"] == "funding"]
+    ffacts = inputs.county_funding.merge(
+        fsubs[fsubs["status"] == "accepted"][["county_code", "submission_id"]], on="county_code"
+    ).drop(columns=["has_return", "is_carried_forward"])
+    wh.load_batch(fsubs.assign(rules_version="sample000000"), ffacts.assign(row_number=3), inputs.issues.iloc[0:0], "funding")
+    wh.rebuild_marts()

@@ -1,0 +1,289 @@
+"""Delivery: the pack to the meeting, each county its own letter, receipts after an ingest.
+
+Scoping: a county's bureau gets a message built only from that county's rows (its letter or
+receipt); the full pack goes only to the meeting members. The ``delivery_log`` table records
+every (message key, recipient) sent, so a re-run sends nothing twice unless ``resend``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from gaibao.contract import KIND_NAME_ZH
+from gaibao.settings import Settings
+from reports import periods
+from reports.config import Recipient, Recipients, load_recipients, load_thresholds
+from reports.mail import Attachment, MailSender, build_message, sender_from_settings
+from reports.pack import CHART_CID, LETTER_ROW_COLUMNS, PackResult, _issue_rows, current_submission_ids, now_label
+from reports.render import ReceiptContext, render
+from reports.schema import delivery_log, ensure_tables
+from reports.sections import Col, Section
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {"sent": len(self.sent), "skipped": len(self.skipped), "failed": len(self.failed)}
+
+
+def _engine(warehouse: Any) -> sa.Engine:
+    return warehouse if isinstance(warehouse, sa.Engine) else warehouse.engine
+
+
+def already_sent(engine: sa.Engine, key: str, recipient: str) -> bool:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(delivery_log.c.delivery_id)
+            .where(delivery_log.c.message_key == key, delivery_log.c.recipient == recipient)
+            .limit(1)
+        ).first()
+    return row is not None
+
+
+def _log(engine: sa.Engine, **values: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(delivery_log.insert().values(sent_at=datetime.now(UTC), **values))
+
+
+def _deliver(
+    engine: sa.Engine,
+    sender: MailSender,
+    report: DeliveryReport,
+    *,
+    key: str,
+    recipient: Recipient,
+    build: Any,
+    kind: str,
+    period: str,
+    county_code: str | None,
+    resend: bool,
+) -> None:
+    """Send one message to each address of ``recipient`` not yet logged under ``key``."""
+    todo = [e for e in recipient.emails if resend or not already_sent(engine, key, e)]
+    for e in recipient.emails:
+        if e not in todo:
+            report.skipped.append({"kind": kind, "county_code": county_code, "recipient": e, "key": key})
+    if not todo:
+        return
+    for email in todo:
+        msg = build(email)
+        try:
+            location = sender.send(msg, [email], key)
+        except Exception as exc:  # noqa: BLE001 - one failed recipient must not stop the others
+            log.error("sending %s to %s failed: %s", key, email, exc)
+            report.failed.append({"kind": kind, "county_code": county_code, "recipient": email, "error": str(exc)})
+            continue
+        _log(
+            engine,
+            message_key=key,
+            recipient=email,
+            period=period,
+            kind=kind,
+            county_code=county_code,
+            subject=str(msg["Subject"]),
+            transport=sender.transport,
+            location=location,
+            resent=resend,
+        )
+        report.sent.append({"kind": kind, "county_code": county_code, "recipient": email, "location": location})
+
+
+def deliver_pack(
+    result: PackResult,
+    warehouse: Any,
+    settings: Settings,
+    sender: MailSender | None = None,
+    recipients: Recipients | None = None,
+    resend: bool = False,
+) -> DeliveryReport:
+    """The full pack to each meeting member, and each county's letter to its own bureau."""
+    engine = _engine(warehouse)
+    ensure_tables(engine)
+    sender = sender or sender_from_settings(settings)
+    recipients = recipients or load_recipients(settings.recipients)
+    label = periods.label_zh(result.period)
+    digest = result.pack_digest[:16]
+    report = DeliveryReport()
+    pack_attachments = [
+        Attachment.for_file(result.files["xlsx"]),
+        Attachment.for_file(result.files["disclosure_csv"]),
+        Attachment.for_file(result.files["html"]),
+    ]
+    subject = f"全面改薄联席会议材料（{label}）"
+    for member in recipients.meeting:
+
+        def build(email: str, member: Recipient = member) -> Any:
+            return build_message(
+                settings.mail_from,
+                [email],
+                subject,
+                result.email_html,
+                attachments=pack_attachments,
+                inline_images={CHART_CID: result.chart_png},
+                headers={"X-Gaibao-Pack": result.pack_digest},
+            )
+
+        _deliver(
+            engine,
+            sender,
+            report,
+            key=f"{result.period}/pack/{digest}",
+            recipient=member,
+            build=build,
+            kind="pack",
+            period=result.period,
+            county_code=None,
+            resend=resend,
+        )
+    for code, letter in sorted(result.letters.items()):
+        bureau = recipients.for_county(code, letter.county_name)
+        if bureau is None:
+            report.skipped.append({"kind": "letter", "county_code": code, "recipient": None, "key": "no recipient"})
+            continue
+        html = letter.html.read_text(encoding="utf-8")
+        attachment = Attachment.for_file(letter.xlsx, f"{letter.county_name}全面改薄核查通知{label}.xlsx")
+
+        def build_letter(email: str, html: str = html, attachment: Attachment = attachment, name: str = letter.county_name) -> Any:
+            return build_message(
+                settings.mail_from, [email], f"{name}全面改薄月报核查通知（{label}）", html, attachments=[attachment]
+            )
+
+        _deliver(
+            engine,
+            sender,
+            report,
+            key=f"{result.period}/letter/{code}/{digest}",
+            recipient=bureau,
+            build=build_letter,
+            kind="letter",
+            period=result.period,
+            county_code=code,
+            resend=resend,
+        )
+    log.info("pack %s delivery: %s", result.period, report.summary())
+    return report
+
+
+RECEIPT_SUB_COLUMNS = [
+    Col("kind_zh", "报表"),
+    Col("file_name", "文件"),
+    Col("received", "收到时间"),
+    Col("status_zh", "处理结果"),
+    Col("reason", "退回原因"),
+    Col("rows_total", "数据行", "int"),
+    Col("rows_accepted", "接收行", "int"),
+    Col("rows_rejected", "拒收行", "int"),
+    Col("late_zh", "是否逾期"),
+]
+STATUS_ZH = {"accepted": "已接收", "refused": "已退回", "superseded": "已被新文件替换"}
+
+
+def receipt_messages(
+    period: str,
+    submissions: pd.DataFrame,
+    issues: pd.DataFrame,
+    divisions: pd.DataFrame,
+    list_limit: int = 200,
+) -> dict[str, tuple[str, str, str]]:
+    """Per county that submitted in ``period``: (message key, subject, HTML). Only its own rows."""
+    subs = submissions[submissions["period"] == period] if len(submissions) else submissions
+    if subs.empty:
+        return {}
+    names = dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True)) if len(divisions) else {}
+    current = current_submission_ids(subs, period)
+    iss = issues[issues["submission_id"].astype(str).isin(current)] if len(issues) else issues
+    label = periods.label_zh(period)
+    out = {}
+    for code, s in subs.groupby(subs["county_code"].astype(str)):
+        s = s.sort_values("received_at") if "received_at" in s else s
+        received = pd.to_datetime(s["received_at"], utc=True, errors="coerce").dt.tz_convert("Asia/Shanghai")
+        table = pd.DataFrame(
+            {
+                "kind_zh": s["kind"].map(KIND_NAME_ZH).fillna(s["kind"]).to_numpy(),
+                "file_name": s["file_name"].to_numpy(),
+                "received": [t.strftime("%Y-%m-%d %H:%M") if not pd.isna(t) else "—" for t in received],
+                "status_zh": s["status"].map(STATUS_ZH).fillna(s["status"]).to_numpy(),
+                "reason": s["reason"].to_numpy(),
+                "rows_total": s["rows_total"].to_numpy(),
+                "rows_accepted": s["rows_accepted"].to_numpy(),
+                "rows_rejected": s["rows_rejected"].to_numpy(),
+                "late_zh": ["逾期" if bool(x) else "按时" for x in s["is_late"].fillna(False)],
+            }
+        )
+        own = iss[iss["county_code"].astype(str) == code] if len(iss) else iss
+        rej = _issue_rows(own[own["severity"] == "error"], s) if len(own) else _issue_rows(own, s)
+        warn = own[(own["severity"] == "warning") & ~own["is_explained"].fillna(False).astype(bool)] if len(own) else own
+        warn = _issue_rows(warn, s)
+        name = names.get(code, code)
+        ctx = ReceiptContext(
+            title=f"{name}全面改薄月报回执（{label}）",
+            county_name=name,
+            period_label=label,
+            generated_at=now_label(),
+            submissions=Section("subs", "本期收到的文件", RECEIPT_SUB_COLUMNS, table),
+            rejected=Section("rejected", "被拒收的数据行", LETTER_ROW_COLUMNS, rej.reset_index(drop=True)),
+            warnings=Section("warnings", "需要说明的预警", LETTER_ROW_COLUMNS, warn.reset_index(drop=True)),
+            list_limit=list_limit,
+        )
+        ids = ",".join(sorted(s["submission_id"].astype(str)))
+        key = f"{period}/receipt/{code}/{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
+        out[code] = (key, ctx.title, render("receipt.html", ctx))
+    return out
+
+
+def send_receipts(
+    period: str,
+    warehouse: Any,
+    settings: Settings,
+    sender: MailSender | None = None,
+    recipients: Recipients | None = None,
+    resend: bool = False,
+    county_codes: list[str] | None = None,
+) -> DeliveryReport:
+    """After an ingest: each county that submitted for ``period`` gets a receipt (once per set of files)."""
+    periods.check_period(period)
+    engine = _engine(warehouse)
+    ensure_tables(engine)
+    sender = sender or sender_from_settings(settings)
+    recipients = recipients or load_recipients(settings.recipients)
+    th = load_thresholds(settings.thresholds)
+    with engine.connect() as conn:
+        subs = pd.read_sql(sa.text("SELECT * FROM submission WHERE period = :p"), conn, params={"p": period})
+        issues = pd.read_sql(sa.text("SELECT * FROM dq_issue WHERE period = :p"), conn, params={"p": period})
+        divisions = pd.read_sql(sa.text("SELECT county_code, county_name FROM ref_division"), conn)
+    if county_codes is not None:
+        subs = subs[subs["county_code"].astype(str).isin(county_codes)]
+    report = DeliveryReport()
+    names = dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True))
+    for code, (key, subject, html) in receipt_messages(period, subs, issues, divisions, th.html_list_limit).items():
+        bureau = recipients.for_county(code, names.get(code, ""))
+        if bureau is None:
+            report.skipped.append({"kind": "receipt", "county_code": code, "recipient": None, "key": "no recipient"})
+            continue
+        _deliver(
+            engine,
+            sender,
+            report,
+            key=key,
+            recipient=bureau,
+            build=lambda email, subject=subject, html=html: build_message(settings.mail_from, [email], subject, html),
+            kind="receipt",
+            period=period,
+            county_code=code,
+            resend=resend,
+        )
+    log.info("receipts %s: %s", period, report.summary())
+    return report

@@ -1,0 +1,222 @@
+"""Mail: building messages and the two senders behind one interface.
+
+- :class:`SmtpSender` talks to an SMTP server (none / STARTTLS / SSL, optional login with the
+  password as ``SecretStr``), retrying transient failures (4xx replies, dropped connections).
+- :class:`OutboxSender` writes ``.eml`` files under ``$GAIBAO_HOME/outbox/`` (the default), so
+  the demo needs no mail server.
+
+Messages are built with the standard library's ``email`` package under ``policy.SMTP``: Chinese
+subjects are RFC 2047 encoded and attachment names RFC 2231 encoded (``filename*=utf-8''...``),
+so they survive a parse with ``email.policy.default``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import SecretStr
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from gaibao.settings import Settings
+
+log = logging.getLogger(__name__)
+
+XLSX_MIME = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    maintype: str
+    subtype: str
+
+    @classmethod
+    def for_file(cls, path: Path, filename: str | None = None) -> Attachment:
+        name = filename or path.name
+        suffix = path.suffix.lower()
+        mime = {
+            ".xlsx": XLSX_MIME,
+            ".csv": ("text", "csv"),
+            ".html": ("text", "html"),
+            ".png": ("image", "png"),
+            ".json": ("application", "json"),
+        }.get(suffix, ("application", "octet-stream"))
+        return cls(name, path.read_bytes(), *mime)
+
+
+def _plain_text(html: str) -> str:
+    text = re.sub(r"(?is)<(script|style).*?</\1>", "", html)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</tr>|</h[1-6]>|</li>|</div>", "\n", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    import html as _html
+
+    text = _html.unescape(text)
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+
+
+def build_message(
+    sender: str,
+    to: list[str],
+    subject: str,
+    html: str,
+    attachments: list[Attachment] | None = None,
+    inline_images: dict[str, bytes] | None = None,
+    headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    """A multipart message: text + HTML alternative (inline PNGs by Content-ID), then attachments."""
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    msg["Date"] = formatdate(localtime=False)
+    domain = sender.rsplit("@", 1)[-1] if "@" in sender else "localhost"
+    msg["Message-ID"] = make_msgid(domain=re.sub(r"[^A-Za-z0-9.-]", "", domain) or "localhost")
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(_plain_text(html), subtype="plain", charset="utf-8")
+    msg.add_alternative(html, subtype="html", charset="utf-8")
+    if inline_images:
+        html_part = msg.get_payload()[1]
+        for cid, png in inline_images.items():
+            html_part.add_related(png, maintype="image", subtype="png", cid=f"<{cid}>", filename=f"{cid}.png")
+    for att in attachments or []:
+        msg.add_attachment(att.content, maintype=att.maintype, subtype=att.subtype, filename=att.filename)
+    return msg
+
+
+def message_bytes(msg: EmailMessage) -> bytes:
+    """The message as sent on the wire (CRLF line ends, RFC 2047/2231 encoded headers)."""
+    from email import policy
+
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+class MailSender(Protocol):
+    transport: str
+
+    def send(self, msg: EmailMessage, recipients: list[str], key: str) -> str:
+        """Send ``msg`` to ``recipients``; return where it went (a path or the server)."""
+        ...
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 400 <= exc.smtp_code < 500
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(400 <= code < 500 for code, _ in exc.recipients.values())
+    return isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError | ConnectionError | socket.timeout | TimeoutError)
+
+
+class SmtpSender:
+    """Send over SMTP; transient failures are retried (exponential back-off)."""
+
+    transport = "smtp"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: str = "none",
+        user: str | None = None,
+        password: SecretStr | None = None,
+        timeout_s: float = 30.0,
+        attempts: int = 4,
+        backoff_s: float = 1.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if security not in ("none", "starttls", "ssl"):
+            raise ValueError(f"smtp security must be none, starttls or ssl, got {security!r}")
+        self.host, self.port, self.security = host, port, security
+        self.user, self._password = user, password
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.ssl_context = ssl_context
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpSender:
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_security,
+            settings.smtp_user,
+            settings.smtp_password,
+            settings.smtp_timeout_s,
+        )
+
+    def _send_once(self, raw: bytes, sender: str, recipients: list[str]) -> None:
+        ctx = self.ssl_context or ssl.create_default_context()
+        if self.security == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s, context=ctx)
+        else:
+            client = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+        try:
+            client.ehlo()
+            if self.security == "starttls":
+                client.starttls(context=ctx)
+                client.ehlo()
+            if self.user:
+                password = self._password.get_secret_value() if self._password else ""
+                client.login(self.user, password)
+            client.sendmail(sender, recipients, raw)
+        finally:
+            try:
+                client.quit()
+            except smtplib.SMTPException:
+                client.close()
+
+    def send(self, msg: EmailMessage, recipients: list[str], key: str) -> str:
+        raw = message_bytes(msg)
+        sender = str(msg["From"])
+        retrying = retry(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, max=30),
+            reraise=True,
+            before_sleep=lambda rs: log.warning("SMTP send %s failed (%s), retrying", key, rs.outcome.exception()),
+        )
+        retrying(self._send_once)(raw, sender, recipients)
+        return f"smtp://{self.host}:{self.port}"
+
+
+class OutboxSender:
+    """Write each message as an ``.eml`` file under ``outbox_dir`` (one folder per period)."""
+
+    transport = "outbox"
+
+    def __init__(self, outbox_dir: Path) -> None:
+        self.outbox_dir = Path(outbox_dir)
+
+    def send(self, msg: EmailMessage, recipients: list[str], key: str) -> str:
+        # the file name comes from our own key (period, kind, county code), never from county text
+        parts = [re.sub(r"[^0-9A-Za-z_-]", "_", p)[:60] for p in key.split("/") if p]
+        folder = self.outbox_dir.joinpath(*parts[:-1]) if len(parts) > 1 else self.outbox_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(",".join(sorted(recipients)).encode()).hexdigest()[:10]
+        path = folder / f"{parts[-1] if parts else 'message'}-{digest}.eml"
+        if "X-Gaibao-Recipients" not in msg:
+            msg["X-Gaibao-Recipients"] = ", ".join(recipients)
+        path.write_bytes(message_bytes(msg))
+        return str(path)
+
+
+def sender_from_settings(settings: Settings) -> MailSender:
+    """The one place the mail transport is chosen."""
+    if settings.mail_mode == "smtp":
+        return SmtpSender.from_settings(settings)
+    return OutboxSender(settings.outbox_dir)
+
+
+def address(name: str, email: str) -> str:
+    return formataddr((name, email)) if name else email
