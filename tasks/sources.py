@@ -964,8 +964,20 @@ def _merge_defaults(entry: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
     return {**entry, "type": entry_type}
 
 
-def load_source_config(path: Path | None) -> dict[str, SourceSpec]:
-    """The sources file: ``{county_code: spec}``, plus ``"defaults"`` when the file gives one.
+class SourceConfig(dict[str, SourceSpec]):
+    """The sources file as read: ``{county_code: spec}`` (keys are county codes only) and
+    ``defaults``, the spec of every county not listed (None: its inbox folder)."""
+
+    def __init__(
+        self, specs: Mapping[str, SourceSpec] | None = None, defaults: SourceSpec | None = None
+    ) -> None:
+        super().__init__(specs or {})
+        self.defaults = defaults
+
+
+def load_source_config(path: Path | None) -> SourceConfig:
+    """The sources file: ``{county_code: spec}`` (a ``SourceConfig``, a dict whose keys are only
+    county codes) with the file's ``defaults`` in ``.defaults``.
 
     Format (YAML)::
 
@@ -980,11 +992,11 @@ def load_source_config(path: Path | None) -> dict[str, SourceSpec]:
           - {type: http, kind: progress, url: ...}
           - {type: database, kind: funding, url: ..., query: ...}
 
-    ``None`` or a missing path gives ``{}`` (every county uses its inbox folder). An invalid file
-    raises ``ValueError`` naming the county and the problem.
+    ``None`` gives an empty config (every county uses its inbox folder). A path that does not
+    exist, or an invalid file, raises ``ValueError`` naming the county and the problem.
     """
     if path is None:
-        return {}
+        return SourceConfig()
     path = Path(path)
     if not path.exists():
         raise ValueError(f"sources file {path} does not exist")
@@ -994,10 +1006,10 @@ def load_source_config(path: Path | None) -> dict[str, SourceSpec]:
     defaults = raw.get(DEFAULTS_KEY) or {}
     if not isinstance(defaults, dict):
         raise ValueError(f"sources file {path}: 'defaults' must be a mapping")
-    config: dict[str, SourceSpec] = {}
+    config = SourceConfig()
     try:
         if defaults:
-            config[DEFAULTS_KEY] = _SINGLE_ADAPTER.validate_python(_merge_defaults({}, defaults))
+            config.defaults = _SINGLE_ADAPTER.validate_python(_merge_defaults({}, defaults))
     except ValidationError as exc:
         raise ValueError(f"sources file {path}, defaults: {exc}") from exc
     for key, entry in raw.items():
@@ -1069,8 +1081,10 @@ def source_for(
     county_code: str, settings: Settings, config: Mapping[str, SourceSpec] | None = None
 ) -> Source:
     """The county's source: its entry in the sources file, else the defaults, else its inbox folder."""
-    config = config or {}
-    spec = config.get(county_code) or config.get(DEFAULTS_KEY) or FolderSpec()
+    if config is None:
+        config = {}
+    defaults = getattr(config, "defaults", None) or config.get(DEFAULTS_KEY)
+    spec = config.get(county_code) or defaults or FolderSpec()
     return build_source(spec, county_code, settings)
 
 
@@ -1227,6 +1241,7 @@ __all__ = [
     "Received",
     "SftpSource",
     "Source",
+    "SourceConfig",
     "SourceSpec",
     "SourceUnreachable",
     "belongs_to",

@@ -248,7 +248,8 @@ def test_load_source_config_and_source_for(tmp_path: Path) -> None:
     config = load_source_config(path)
     settings = make_settings(tmp_path)
 
-    assert set(config) == {"defaults", "340102", "340103", "340104", "340105", "340106"}
+    assert set(config) == {"340102", "340103", "340104", "340105", "340106"}  # county codes only
+    assert config.defaults == FolderSpec(root="/srv/returns/{county_code}")
     http = config["340102"]
     assert (
         isinstance(http, HttpSpec) and http.token_env == "GAIBAO_TOKEN_340102" and http.page_param == "page"
@@ -279,6 +280,13 @@ def test_load_source_config_and_source_for(tmp_path: Path) -> None:
     assert source_for("340102", settings, {}).describe() == f"folder:{settings.inbox_dir / '340102'}"
 
 
+def test_a_sources_file_with_only_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "sources.yaml", "defaults: {type: folder, root: 'memory://returns/{county_code}'}\n")
+    config = load_source_config(path)
+    assert dict(config) == {}
+    assert source_for("340102", make_settings(tmp_path), config).describe() == "folder:memory://returns/340102"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -300,6 +308,7 @@ def test_load_source_config_refuses_a_bad_file(tmp_path: Path, text: str, messag
 def test_example_sources_file_is_valid() -> None:
     config = load_source_config(Path(__file__).parents[1] / "docs" / "sources.example.yaml")
     assert {spec.type for spec in config.values()} >= {"folder", "http", "sftp", "database", "combined"}
+    assert config.defaults is not None and config.defaults.type == "folder"
 
 
 # --------------------------------------------------------------------------------------------
