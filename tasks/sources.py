@@ -98,11 +98,19 @@ class SourceUnreachable(Exception):
     def __str__(self) -> str:
         return f"{self.message_zh} ({self.detail})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # outcomes cross process boundaries (Dask workers): keep ``retryable`` when pickled
+        return (_rebuild_unreachable, (self.message_zh, self.detail, self.retryable))
+
     def to_refusal(self) -> Any:
         """The register's form of this error: ``gaibao.contract.Refusal`` (SOURCE_UNREACHABLE)."""
         from gaibao.contract import Refusal
 
         return Refusal("SOURCE_UNREACHABLE", self.message_zh, {"detail": self.detail})
+
+
+def _rebuild_unreachable(message_zh: str, detail: str, retryable: bool) -> SourceUnreachable:
+    return SourceUnreachable(message_zh, detail, retryable=retryable)
 
 
 @runtime_checkable

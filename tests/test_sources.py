@@ -281,10 +281,14 @@ def test_load_source_config_and_source_for(tmp_path: Path) -> None:
 
 
 def test_a_sources_file_with_only_defaults(tmp_path: Path) -> None:
-    path = write(tmp_path / "sources.yaml", "defaults: {type: folder, root: 'memory://returns/{county_code}'}\n")
+    path = write(
+        tmp_path / "sources.yaml", "defaults: {type: folder, root: 'memory://returns/{county_code}'}\n"
+    )
     config = load_source_config(path)
     assert dict(config) == {}
-    assert source_for("340102", make_settings(tmp_path), config).describe() == "folder:memory://returns/340102"
+    assert (
+        source_for("340102", make_settings(tmp_path), config).describe() == "folder:memory://returns/340102"
+    )
 
 
 @pytest.mark.parametrize(
@@ -473,6 +477,22 @@ def test_http_faults_end_in_clear_outcomes_while_other_counties_are_fetched(
     assert outcomes["340105"].seconds < 6 and elapsed < 10, (outcomes["340105"].seconds, elapsed)
 
 
+def test_outcomes_survive_pickling(tmp_path: Path) -> None:
+    import pickle
+
+    settings = make_settings(tmp_path)
+    write(settings.inbox_dir / "340102" / "进展2018-12.csv", b"bytes")
+    outcome = fetch_all(["340102"], PERIOD, settings)[0]
+    error = SourceUnreachable("数据平台响应超时", "ReadTimeout", retryable=True)
+    copy, error_copy = pickle.loads(pickle.dumps((outcome, error)))
+    assert copy.received == outcome.received and copy.received[0].sha256 == outcome.received[0].sha256
+    assert (error_copy.message_zh, error_copy.detail, error_copy.retryable) == (
+        "数据平台响应超时",
+        "ReadTimeout",
+        True,
+    )
+
+
 def test_fetch_with_retry_wraps_an_unexpected_error(tmp_path: Path) -> None:
     class Broken:
         def fetch(self, county_code: str, period: str) -> list:
@@ -502,6 +522,7 @@ def test_fetch_all_reports_a_county_whose_source_cannot_be_built(tmp_path: Path)
 
 @pytest.fixture
 def sftp_server(tmp_path: Path) -> SftpTestServer:
+    pytest.importorskip("asyncssh", reason="asyncssh is in the scale extra")
     root = tmp_path / "sftp-root"
     root.mkdir()
     with SftpTestServer(root, username="county", password="pw-340102") as server:
