@@ -177,15 +177,13 @@ def normalise_frame(
             series, bad = _type_date(values)
         elif col.type == "month":
             periods, bad = _type_period(values)
-            series = pd.array(periods, dtype="str")
-        elif col.type in ("code6", "code10", "project_id"):
-            series, bad = pd.array(_fold_code(values), dtype="str"), None
+            series = _str_array(pa.array(periods, type=pa.string(), from_pandas=True))
         elif col.name == "status":
-            series, bad = pd.array(_map_status(values), dtype="str"), None
-        elif col.type == "enum":
-            series, bad = pd.array(_fold_code(values), dtype="str"), None
+            series, bad = _str_array(_map_status(values)), None
+        elif col.type in ("code6", "code10", "project_id", "enum"):
+            series, bad = _str_array(_fold_code(values)), None
         else:
-            series, bad = pd.array(pc.utf8_trim_whitespace(values).to_pandas(), dtype="str"), None
+            series, bad = _str_array(values), None
         out[col.name] = series
         if bad is not None and bad.any():
             failures.append(_type_findings(kind, raw, col, np.asarray(bad)))
@@ -221,7 +219,9 @@ def _to_arrow(series: pd.Series, fold: bool = True) -> pa.Array:
     full-width characters folded to ASCII."""
     values = series.to_numpy(dtype=object)
     arr = pa.array(values, type=pa.string(), from_pandas=True)
-    non_ascii = pc.fill_null(pc.match_substring_regex(arr, _FOLD_RE), False)
+    non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
+    if fold and pc.any(non_ascii).as_py():
+        non_ascii = pc.fill_null(pc.match_substring_regex(arr, _FOLD_RE), False)
     if fold and pc.any(non_ascii).as_py():
         idx = np.flatnonzero(non_ascii.to_numpy(zero_copy_only=False))
         folded = values.copy()
@@ -234,19 +234,47 @@ def _to_arrow(series: pd.Series, fold: bool = True) -> pa.Array:
 
 def _type_number(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """float64 values (NaN where null or invalid) and the mask of invalid non-null cells."""
-    grouped = pc.fill_null(pc.match_substring_regex(arr, _THOUSANDS_RE), False)
-    arr = pc.if_else(grouped, pc.replace_substring(arr, ",", ""), arr)
-    arr = pc.replace_substring_regex(arr, r"\s+", "")
-    valid = pc.fill_null(pc.match_substring_regex(arr, _NUMBER_RE), False)
-    present = pc.is_valid(arr)
-    clean = pc.if_else(valid, arr, pa.scalar(None, pa.string()))
-    numbers = pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False)
-    bad = present.to_numpy(zero_copy_only=False) & ~valid.to_numpy(zero_copy_only=False)
-    inf = np.isinf(numbers)
-    if inf.any():
-        bad |= inf
-        numbers = np.where(inf, np.nan, numbers)
-    return numbers.astype("float64"), bad
+    present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    try:  # fast path: every cell is a plain number
+        numbers = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype("float64")
+        bad = np.zeros(len(arr), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if pc.any(pc.match_substring(arr, ",")).as_py():
+            grouped = pc.fill_null(pc.match_substring_regex(arr, _THOUSANDS_RE), False)
+            arr = pc.if_else(grouped, pc.replace_substring(arr, ",", ""), arr)
+        if pc.any(pc.match_substring(arr, " ")).as_py():
+            arr = pc.replace_substring(arr, " ", "")
+        valid = pc.fill_null(pc.match_substring_regex(arr, _NUMBER_RE), False)
+        clean = pc.if_else(valid, arr, pa.scalar(None, pa.string()))
+        numbers = pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False).astype("float64")
+        bad = present & ~valid.to_numpy(zero_copy_only=False)
+    nonfinite = present & ~np.isfinite(numbers)  # inf, nan written as text
+    if nonfinite.any():
+        bad = bad | nonfinite
+        numbers = np.where(nonfinite, np.nan, numbers)
+    return numbers, bad
+
+
+def _by_unique(arr: pa.Array, typer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``typer`` (array → (values, bad)) to the distinct values of ``arr`` only and spread
+    the result back: dates and periods repeat a lot, so this is much cheaper than regexes
+    over every cell."""
+    encoded = pc.dictionary_encode(arr)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    values, bad = typer(encoded.dictionary)
+    values = np.asarray(values)
+    indices = encoded.indices
+    present = pc.is_valid(indices).to_numpy(zero_copy_only=False)
+    positions = pc.fill_null(indices, 0).to_numpy(zero_copy_only=False).astype("int64")
+    if len(values) == 0:
+        empty = np.full(len(arr), None, dtype=object) if values.dtype == object else np.full(
+            len(arr), np.datetime64("NaT"), dtype="datetime64[D]"
+        )
+        return empty, np.zeros(len(arr), dtype=bool)
+    out = values[positions]
+    out = np.where(present, out, None if values.dtype == object else np.datetime64("NaT"))
+    return out, present & np.asarray(bad)[positions]
 
 
 def _apply_factors(
@@ -272,8 +300,14 @@ def _ymd_dates(parts: pa.StructArray) -> np.ndarray:
     return pd.to_datetime(frame, errors="coerce").to_numpy(dtype="datetime64[D]")
 
 
-def _type_date(arr: pa.Array) -> tuple[pd.Series, np.ndarray]:
+def _type_date(arr: pa.Array) -> tuple[Any, np.ndarray]:
     """datetime64[ms] (day precision) and the mask of invalid non-null cells."""
+    days, bad = _by_unique(arr, _date_days)
+    return pd.Series(np.asarray(days, dtype="datetime64[D]").astype("datetime64[ms]")).array, bad
+
+
+def _date_days(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """datetime64[D] of each value and the mask of invalid non-null values."""
     n = len(arr)
     result = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
     present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
@@ -296,11 +330,15 @@ def _type_date(arr: pa.Array) -> tuple[pd.Series, np.ndarray]:
                 days = np.floor(np.where(in_range, serial, 0)).astype("int64")
                 result = np.where(in_range, _EXCEL_EPOCH + days.astype("timedelta64[D]"), result)
     bad = present & np.isnat(result)
-    return pd.Series(result.astype("datetime64[ms]")).array, bad
+    return result, bad
 
 
-def _type_period(arr: pa.Array) -> tuple[list[str | None] | np.ndarray, np.ndarray]:
+def _type_period(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """``YYYY-MM`` strings (None where null or invalid) and the mask of invalid non-null cells."""
+    return _by_unique(arr, _period_values)
+
+
+def _period_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
     parts = pc.extract_regex(pc.replace_substring_regex(arr, r"\s+", ""), _PERIOD_RE)
     year = _part(parts, "y")
@@ -309,9 +347,9 @@ def _type_period(arr: pa.Array) -> tuple[list[str | None] | np.ndarray, np.ndarr
     todo = present & ~ok
     if todo.any():
         # A full date in the period cell (Excel turns a typed 2017-06 into 2017-06-01): its month.
-        dates, _ = _type_date(pc.if_else(pa.array(todo), arr, pa.scalar(None, pa.string())))
+        dates, _ = _date_days(pc.if_else(pa.array(todo), arr, pa.scalar(None, pa.string())))
         as_dates = pd.DatetimeIndex(dates)
-        from_date = todo & ~np.isnat(np.asarray(dates, dtype="datetime64[ms]"))
+        from_date = todo & ~np.isnat(dates)
         year = np.where(from_date, as_dates.year.to_numpy(dtype="float64", na_value=np.nan), year)
         month = np.where(from_date, as_dates.month.to_numpy(dtype="float64", na_value=np.nan), month)
         ok = ok | from_date
@@ -323,14 +361,26 @@ def _type_period(arr: pa.Array) -> tuple[list[str | None] | np.ndarray, np.ndarr
     return periods, present & ~ok
 
 
-def _fold_code(arr: pa.Array) -> np.ndarray:
-    """Codes and ids: already folded and trimmed; inner spaces dropped."""
-    return pc.replace_substring_regex(arr, r"\s+", "").to_numpy(zero_copy_only=False)
+def _fold_code(arr: pa.Array) -> pa.Array:
+    """Codes, ids and choices: already folded and trimmed; inner spaces dropped."""
+    if pc.any(pc.match_substring(arr, " ")).as_py():
+        arr = pc.replace_substring(arr, " ", "")
+    return arr
 
 
-def _map_status(arr: pa.Array) -> np.ndarray:
-    folded = pd.Series(_fold_code(arr), dtype=object)
-    return folded.replace(contract.STATUS_ALIASES).to_numpy(dtype=object)
+def _map_status(arr: pa.Array) -> pa.Array:
+    arr = _fold_code(arr)
+    for alias, status in contract.STATUS_ALIASES.items():
+        arr = pc.if_else(pc.fill_null(pc.equal(arr, alias), False), pa.scalar(status), arr)
+    return arr
+
+
+_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+def _str_array(arr: pa.Array) -> Any:
+    """A pyarrow string array as pandas' default ``str`` dtype, without a round trip via objects."""
+    return _STR_DTYPE.__from_arrow__(arr.cast(pa.large_string()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -212,9 +212,13 @@ def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext) -> pd.
     spec = load_suite(kind)
     helpers = helper_columns(kind, typed)
     ctx.helpers = helpers
-    frame = pd.DataFrame({ROW_KEY: np.arange(len(typed), dtype="int64")})
-    for name in _suite_columns(kind):
-        frame[name] = helpers[name] if name in helpers else typed[name]
+    # The row key is the frame's named index: GX then reports unexpected rows by key without a
+    # per-row lookup (with exclude_unexpected_values; ~100 µs per flagged row otherwise).
+    index = pd.RangeIndex(len(typed), name=ROW_KEY)
+    frame = pd.DataFrame(
+        {name: (helpers[name] if name in helpers else typed[name]).to_numpy() for name in _suite_columns(kind)},
+        index=index,
+    )
     results = _run_gx(kind, frame)
     pieces = []
     for index, keys in results:
@@ -235,6 +239,7 @@ def _run_gx(kind: str, frame: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
         "unexpected_index_column_names": [ROW_KEY],
         "return_unexpected_index_query": False,
         "include_unexpected_rows": False,
+        "exclude_unexpected_values": True,
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -248,11 +253,19 @@ def _run_gx(kind: str, frame: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
             raise RuntimeError(
                 f"GX could not evaluate {config.type} on {config.kwargs.get('column')}: {info.get('exception_message')}"
             )
-        index_list = (result.result or {}).get("unexpected_index_list") or []
-        keys = np.fromiter((row[ROW_KEY] for row in index_list), dtype="int64", count=len(index_list))
-        found.append((int(config.meta["index"]), keys))
+        found.append((int(config.meta["index"]), _unexpected_keys((result.result or {}).get("unexpected_index_list"))))
     found.sort(key=lambda item: item[0])
     return found
+
+
+def _unexpected_keys(index_list: Any) -> np.ndarray:
+    """Row keys from ``unexpected_index_list``: one ``{key: [..]}`` dict (values excluded) or
+    one ``{key: k, column: v}`` dict per row."""
+    if not index_list:
+        return np.zeros(0, dtype="int64")
+    if len(index_list) == 1 and isinstance(index_list[0].get(ROW_KEY), list):
+        return np.asarray(index_list[0][ROW_KEY], dtype="int64")
+    return np.fromiter((row[ROW_KEY] for row in index_list), dtype="int64", count=len(index_list))
 
 
 # --------------------------------------------------------------------------------------------
