@@ -1123,6 +1123,7 @@ def generate_demo(home: Path, seed: int = 2018) -> DemoManifest:
             county_name=names[content],
             period=period,
             total_adjust=total_adjust.get((content, period)) if kind == "progress" else None,
+            created=received - timedelta(minutes=20),
         )
         ts = received.timestamp()
         os.utime(w.path, (ts, ts))
@@ -1312,5 +1313,6 @@ def _write_plan(home: Path, plan: dict[str, dict[str, float]], names: dict[str, 
         FileStyle(fmt="xlsx", title_rows=True),
         title=f"蚌埠市、阜阳市全面改薄五年规划（{PLAN_CYCLE}年）",
         note="单位：平方米、万元",
+        created=datetime(2014, 6, 30, 10, 0),
     )
     return path

@@ -338,10 +338,12 @@ def write_return(
     title: str | None = None,
     note: str | None = None,
     total_adjust: Mapping[str, float] | None = None,
+    created: datetime | None = None,
 ) -> WrittenFile:
     """Write ``rows`` of ``kind`` to ``path`` in ``style``; returns where each row landed.
 
     ``total_adjust`` adds to the sums of the 合计 row (a deliberate ``TOTAL_MISMATCH``).
+    ``created`` is the workbook's creation time (XLSX); give it for byte-identical reruns.
     ``title`` defaults to ``怀远县全面改薄项目进展月报（2017年6月）``-style from county and period.
     """
     if kind not in COLUMNS:
@@ -363,7 +365,7 @@ def write_return(
     if style.fmt == "csv":
         _write_csv(path, kind, rows, style, lines, headers, totals)
     else:
-        _write_xlsx(path, kind, rows, style, lines, headers, totals)
+        _write_xlsx(path, kind, rows, style, lines, headers, totals, created)
     return WrittenFile(
         path=path,
         kind=kind,
@@ -442,6 +444,7 @@ def _write_xlsx(
     lines: list[Any],
     headers: list[str],
     totals: Mapping[str, float],
+    created: datetime | None = None,
 ) -> None:
     import xlsxwriter
 
@@ -452,6 +455,8 @@ def _write_xlsx(
         str(path), {"strings_to_numbers": False, "strings_to_formulas": False, "in_memory": True}
     )
     try:
+        if created is not None:
+            wb.set_properties({"created": created.replace(tzinfo=None)})
         if style.data_sheet:
             info = wb.add_worksheet("填报说明")
             info.write(0, 0, "填报说明")
