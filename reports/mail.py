@@ -12,6 +12,7 @@ so they survive a parse with ``email.policy.default``.
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import logging
 import re
@@ -30,6 +31,10 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from gaibao.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# 7bit transfer encoding for every part (base64 / quoted-printable), CRLF line ends: any SMTP
+# server takes it, 8BITMIME or not.
+MESSAGE_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 XLSX_MIME = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
@@ -75,7 +80,7 @@ def build_message(
     headers: dict[str, str] | None = None,
 ) -> EmailMessage:
     """A multipart message: text + HTML alternative (inline PNGs by Content-ID), then attachments."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=MESSAGE_POLICY)
     msg["Subject"] = subject
     msg["From"] = sender
     msg["To"] = ", ".join(to)
@@ -89,7 +94,7 @@ def build_message(
     if inline_images:
         html_part = msg.get_payload()[1]
         for cid, png in inline_images.items():
-            html_part.add_related(png, maintype="image", subtype="png", cid=f"<{cid}>", filename=f"{cid}.png")
+            html_part.add_related(png, maintype="image", subtype="png", cid=f"<{cid}>", disposition="inline", filename=f"{cid}.png")
     for att in attachments or []:
         msg.add_attachment(att.content, maintype=att.maintype, subtype=att.subtype, filename=att.filename)
     return msg
@@ -97,9 +102,7 @@ def build_message(
 
 def message_bytes(msg: EmailMessage) -> bytes:
     """The message as sent on the wire (CRLF line ends, RFC 2047/2231 encoded headers)."""
-    from email import policy
-
-    return msg.as_bytes(policy=policy.SMTP)
+    return msg.as_bytes(policy=MESSAGE_POLICY)
 
 
 class MailSender(Protocol):

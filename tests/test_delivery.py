@@ -1,0 +1,242 @@
+"""Delivery through a real SMTP server on loopback (aiosmtpd) and the .eml outbox."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import smtplib
+import socket
+import zipfile
+from email.message import EmailMessage
+from pathlib import Path
+
+import openpyxl
+import pytest
+from aiosmtpd.controller import Controller
+
+from gaibao.settings import Settings
+from reports.config import ScoreWeights, Thresholds, load_recipients
+from reports.delivery import deliver_pack, send_receipts
+from reports.mail import Attachment, OutboxSender, SmtpSender, build_message, message_bytes
+from reports.pack import build_pack
+from reports.schema import delivery_log
+from reports.sample import HOSTILE_SCRIPT, load_into_warehouse, sample_inputs
+from warehouse.store import Warehouse
+
+P = "2018-06"
+XLSX = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
+class Inbox:
+    """An aiosmtpd handler keeping what arrives; can answer 4xx/5xx to the first N messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+        self.calls = 0
+        self.fail_next: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001 - aiosmtpd's signature
+        self.calls += 1
+        if self.fail_next:
+            return self.fail_next.pop(0)
+        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content)))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield inbox, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("deliveryhome")
+    wh = Warehouse(f"sqlite:///{home / 'warehouse.db'}", home)
+    wh.upgrade()
+    inputs = sample_inputs(P)
+    load_into_warehouse(wh, inputs)
+    result = build_pack(wh.engine, P, home / "reports" / P, Thresholds(), ScoreWeights())
+    settings = Settings(home=home, warehouse_url=f"sqlite:///{home / 'warehouse.db'}", mail_from="改薄办 <gaibao@example.org>")
+    yield wh, inputs, result, settings
+    wh.close()
+
+
+@pytest.fixture
+def wh_fresh_log(built):
+    """The shared warehouse with an empty delivery log (each test starts as if nothing was sent)."""
+    wh = built[0]
+    with wh.engine.begin() as conn:
+        conn.execute(delivery_log.delete())
+    return built
+
+
+def parse(raw: bytes) -> EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def readable_text(msg: EmailMessage) -> str:
+    """The body parts and every attachment as text (XLSX: its XML parts)."""
+    chunks = [str(msg["Subject"])]
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True) or b""
+        if part.get_content_type() == "/".join(XLSX):
+            with zipfile.ZipFile(io.BytesIO(payload)) as z:
+                chunks += [z.read(n).decode("utf-8", "replace") for n in z.namelist() if n.endswith(".xml")]
+        elif part.get_content_maintype() == "text":
+            chunks.append(part.get_content())
+    return "\n".join(chunks)
+
+
+def test_chinese_attachment_name_is_rfc2231_and_survives_a_parse() -> None:
+    name = "蚌埠市全面改薄联席会议材料2018年12月.xlsx"
+    msg = build_message("a@example.org", ["b@example.org"], "主题：联席会议材料", "<p>正文</p>", [Attachment(name, b"PK\x03\x04", *XLSX)])
+    raw = message_bytes(msg)
+    assert raw.isascii()  # 7bit on the wire: any server takes it
+    assert b"filename*" in raw and b"utf-8''" in raw
+    back = parse(raw)
+    assert [a.get_filename() for a in back.iter_attachments()] == [name]
+    assert back["Subject"] == "主题：联席会议材料"
+
+
+def test_pack_and_letters_arrive_scoped_over_real_smtp(wh_fresh_log, smtp_server, tmp_path: Path) -> None:
+    wh, inputs, result, settings = wh_fresh_log
+    inbox, port = smtp_server
+    recipients_file = tmp_path / "recipients.yaml"
+    recipients_file.write_text(
+        "meeting:\n"
+        "  - {name: 联席会议办公室, email: office@example.org}\n"
+        "  - {name: 教育厅, email: [jyt@example.org]}\n"
+        "counties:\n"
+        '  "340102": {name: 瑶海区教育局, email: yaohai@example.org}\n'
+        'county_address_pattern: "jyj-{county_code}@example.org"\n',
+        encoding="utf-8",
+    )
+    sender = SmtpSender("127.0.0.1", port, attempts=2, backoff_s=0.01)
+    report = deliver_pack(result, wh, settings, sender=sender, recipients=load_recipients(recipients_file))
+    assert report.failed == []
+    assert len(report.sent) == 2 + 6 and len(inbox.messages) == 8
+    by_rcpt = {tuple(r): parse(raw) for r, raw in inbox.messages}
+    assert set(by_rcpt) == {("office@example.org",), ("jyt@example.org",), ("yaohai@example.org",)} | {
+        (f"jyj-{c}@example.org",) for c in inputs.divisions["county_code"] if c != "340102"
+    }
+
+    pack = by_rcpt[("office@example.org",)]
+    assert pack["Subject"] == "全面改薄联席会议材料（2018年6月）"
+    names = {a.get_filename(): a for a in pack.iter_attachments()}
+    assert {"全面改薄联席会议材料2018年6月.xlsx", "全面改薄项目进展公示2018年6月.csv", "全面改薄联席会议材料2018年6月.html"} <= set(names)
+    wb = openpyxl.load_workbook(io.BytesIO(names["全面改薄联席会议材料2018年6月.xlsx"].get_content()))
+    assert "县区排名" in wb.sheetnames
+    html = pack.get_body(("html",))
+    assert "cid:county-chart" in html.get_content() and HOSTILE_SCRIPT not in html.get_content()
+    inline = [p for p in pack.walk() if p["Content-ID"] == "<county-chart>"]
+    assert inline and inline[0].get_content_type() == "image/png" and inline[0].get_content_disposition() == "inline"
+
+    div = inputs.divisions
+    facts = inputs.facts
+    for code, name in zip(div["county_code"], div["county_name"], strict=True):
+        rcpt = ("yaohai@example.org",) if code == "340102" else (f"jyj-{code}@example.org",)
+        letter = by_rcpt[rcpt]
+        assert name in letter["Subject"]
+        files = [a.get_filename() for a in letter.iter_attachments()]
+        assert files == [f"{name}全面改薄核查通知2018年6月.xlsx"]
+        openpyxl.load_workbook(io.BytesIO(next(letter.iter_attachments()).get_content()))
+        text = readable_text(letter)
+        others = div[div["county_code"] != code]
+        words = [
+            *others["county_code"],
+            *others["county_name"],
+            *facts.loc[facts["county_code"] != code, "project_id"],
+            *facts.loc[facts["county_code"] != code, "school_name"],
+        ]
+        leaked = [w for w in set(words) if w in text]
+        assert leaked == [], (code, leaked)
+
+
+def test_rerun_sends_nothing_twice_unless_resend(wh_fresh_log, smtp_server) -> None:
+    wh, _, result, settings = wh_fresh_log
+    inbox, port = smtp_server
+    sender = SmtpSender("127.0.0.1", port, attempts=1)
+    recipients = load_recipients(None)  # the demo default: 2 meeting members, every county by pattern
+    first = deliver_pack(result, wh, settings, sender=sender, recipients=recipients)
+    n = len(first.sent)
+    assert n == 2 + 6
+    second = deliver_pack(result, wh, settings, sender=sender, recipients=recipients)
+    assert second.sent == [] and len(second.skipped) == n
+    third = deliver_pack(result, wh, settings, sender=sender, recipients=recipients, resend=True)
+    assert len(third.sent) == n
+    assert len(inbox.messages) == 2 * n
+    logged = wh.query("SELECT count(*) AS n FROM delivery_log WHERE resent = :t", {"t": True})
+    assert int(logged["n"].iloc[0]) >= n
+
+
+def test_transient_smtp_errors_are_retried_permanent_ones_are_not(smtp_server) -> None:
+    inbox, port = smtp_server
+    msg = build_message("a@example.org", ["b@example.org"], "测试", "<p>正文</p>")
+    inbox.fail_next = ["451 4.3.0 try again later", "421 4.7.0 busy"]
+    SmtpSender("127.0.0.1", port, attempts=4, backoff_s=0.01).send(msg, ["b@example.org"], "t/1")
+    assert inbox.calls == 3 and len(inbox.messages) == 1
+    inbox.fail_next = ["550 5.7.1 rejected"]
+    with pytest.raises(smtplib.SMTPDataError):
+        SmtpSender("127.0.0.1", port, attempts=4, backoff_s=0.01).send(msg, ["b@example.org"], "t/2")
+    assert inbox.calls == 4
+
+
+def test_connection_refused_is_retried_then_reported(wh_fresh_log) -> None:
+    wh, _, result, settings = wh_fresh_log
+    port = free_port()  # nothing listens here
+    sender = SmtpSender("127.0.0.1", port, attempts=2, backoff_s=0.01, timeout_s=2)
+    report = deliver_pack(result, wh, settings, sender=sender, recipients=load_recipients(None), resend=True)
+    assert report.sent == [] and len(report.failed) == 2 + 6
+    assert "Connection refused" in report.failed[0]["error"] or "refused" in report.failed[0]["error"].lower()
+
+
+def test_receipts_to_the_outbox_once_per_set_of_files(wh_fresh_log, tmp_path: Path) -> None:
+    wh, inputs, _, settings = wh_fresh_log
+    outbox = tmp_path / "outbox"
+    sender = OutboxSender(outbox)
+    report = send_receipts(P, wh, settings, sender=sender, recipients=load_recipients(None))
+    codes = {s["county_code"] for s in report.sent}
+    missing, refused = inputs.divisions["county_code"].iloc[-1], inputs.divisions["county_code"].iloc[-2]
+    assert missing not in codes and refused in codes and len(codes) == 5
+    emls = sorted(outbox.rglob("*.eml"))
+    assert len(emls) == 5 and all(p.parent.name == refused or p.parent.parent.name == "receipt" for p in emls)
+    texts = {}
+    for path in emls:
+        msg = parse(path.read_bytes())
+        code = path.parent.name
+        texts[code] = readable_text(msg)
+        assert msg["To"] == f"jyj-{code}@example.org"
+        for other in inputs.divisions["county_code"]:
+            if other != code:
+                assert other not in texts[code]
+    assert "报告期与本次报送不符" in texts[refused] and "已退回" in texts[refused]
+    first = inputs.divisions["county_code"].iloc[0]
+    assert "NEGATIVE_INVEST" in texts[first] and "REGRESSION" in texts[first]
+    again = send_receipts(P, wh, settings, sender=sender, recipients=load_recipients(None))
+    assert again.sent == [] and len(again.skipped) == 5
+
+
+def test_outbox_is_the_default_transport(wh_fresh_log, tmp_path: Path) -> None:
+    wh, _, result, settings = wh_fresh_log
+    local = settings.model_copy(update={"home": tmp_path})
+    report = deliver_pack(result, wh, local, recipients=load_recipients(None), resend=True)
+    assert len(report.sent) == 8
+    paths = [Path(s["location"]) for s in report.sent]
+    assert all(p.is_file() and p.is_relative_to(tmp_path / "outbox") for p in paths)
+    msg = parse(paths[0].read_bytes())
+    assert msg["X-Gaibao-Recipients"] == report.sent[0]["recipient"]
