@@ -453,8 +453,11 @@ def _schools(rng: np.random.Generator, code: str, name: str, n: int) -> list[tup
             school = f"{town}镇中心学校"
         else:
             school = f"{town}镇{_VILLAGES[int(rng.integers(0, len(_VILLAGES)))]}小学"
-        if school in seen:
-            school = f"{school[:-2]}第{len(seen) % 9 + 2}{school[-2:]}"
+        tries = 0
+        while school in seen and tries < 20:
+            village = _VILLAGES[int(rng.integers(0, len(_VILLAGES)))]
+            school = f"{towns[int(rng.integers(0, len(towns)))]}镇{village}小学"
+            tries += 1
         if school in seen:
             continue
         seen.add(school)

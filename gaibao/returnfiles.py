@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -42,6 +43,7 @@ NONE_STYLES = ("", "—", "-")
 MONEY_UNITS: dict[str, float] = {"万元": 1.0, "元": 1e4}
 AREA_UNITS: dict[str, float] = {"平方米": 1.0, "万平方米": 1e-4}
 
+_ISO_PERIOD = re.compile(r"^\d{4}-\d{2}$")
 _FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 
 
@@ -199,10 +201,10 @@ def _cell(col: Column, value: Any, style: FileStyle) -> Any:
     """The value of one cell, before format-specific writing: str, float, date or None."""
     if value is None:
         return None
+    if col.type == "month" and isinstance(value, str) and _ISO_PERIOD.match(value):
+        return format_period(value, style)
     if isinstance(value, str):
         return value  # written as given: deliberate bad values, codes, text
-    if col.type == "month":
-        return format_period(str(value), style)
     if col.type == "date":
         return value if isinstance(value, date) else value
     if col.type in ("number", "int") and isinstance(value, (int, float)):
