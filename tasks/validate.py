@@ -375,6 +375,9 @@ def _finish(findings: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
             findings["is_explained"] = has_note & (findings["severity"] == "warning").to_numpy()
     findings = findings.sort_values(["submission_id", "row_number", "rule"], kind="stable", na_position="first")
     findings = findings.reset_index(drop=True)[FINDING_COLUMNS]
+    for name in ("project_id", "value", "column_name"):
+        values = findings[name].to_numpy(dtype=object)
+        findings[name] = np.where(pd.isna(values), None, values).astype(object)
     findings["row_number"] = findings["row_number"].astype("Int64")
     findings["is_explained"] = findings["is_explained"].astype(bool)
     return findings
