@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from prefect import unmapped
+
 from gaibao.settings import Settings
 from tasks import steps
 from tasks.ingest import RunSummary, summarise_period
@@ -14,7 +16,9 @@ def ingest_one_period(
 ) -> None:
     """Fetch, read, judge and load one period (marts are refreshed by the caller)."""
     plan = steps.plan_run(wh, settings, period, counties, force)
-    chunks = steps.fetch_returns.map(plan.chunks, period=period, settings=settings, known=plan.known)
+    chunks = steps.fetch_returns.map(
+        plan.chunks, period=period, settings=unmapped(settings), known=unmapped(plan.known)
+    )
     judged = steps.validate_returns(wh, settings, period, chunks.result(), plan.archived)
     steps.load_returns(wh, judged)
     summarise_period(summary, plan, judged)

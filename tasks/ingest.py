@@ -299,30 +299,44 @@ def judge_period(
         judgement = judge_batch(
             kind, candidates, previous, known_counties, due_day=settings.due_day, tz=settings.timezone
         )
-        judgements[kind] = keep_newest_accepted(judgement)
+        judgements[kind] = judgement
     return Judged(period, judgements, duplicates, unreachable)
 
 
-def keep_newest_accepted(judgement):
-    """Within one batch, the newest accepted file of a county and period supersedes the others."""
+def load_waves(judgement) -> list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+    """Split a kind's batch so that several accepted files of one county and period load in order.
+
+    A resubmission received in the same run as the file it corrects: the older file loads first
+    (wave 0) and the newer one supersedes it (wave 1), exactly as if they had come on two nights.
+    Without such pairs there is one wave, loaded all or nothing.
+    """
     subs = judgement.submissions
     if subs.empty:
-        return judgement
-    accepted = subs[subs["status"] == "accepted"].sort_values("received_at")
-    older = accepted[accepted.duplicated(["county_code", "period"], keep="last")]["submission_id"]
-    if older.empty:
-        return judgement
-    subs = subs.copy()
-    subs.loc[subs["submission_id"].isin(older), "status"] = "superseded"
-    facts = judgement.facts[~judgement.facts["submission_id"].isin(older)]
-    return type(judgement)(submissions=subs, facts=facts, issues=judgement.issues)
+        return [(subs, judgement.facts, judgement.issues)]
+    subs = subs.sort_values("received_at", kind="stable")
+    accepted = subs["status"] == "accepted"
+    wave = pd.Series(0, index=subs.index)
+    wave[accepted] = subs[accepted].groupby(["county_code", "period"]).cumcount()
+    waves = []
+    for number in sorted(wave.unique()):
+        part = subs[wave == number]
+        ids = set(part["submission_id"])
+        waves.append(
+            (
+                part,
+                judgement.facts[judgement.facts["submission_id"].isin(ids)],
+                judgement.issues[judgement.issues["submission_id"].isin(ids)],
+            )
+        )
+    return waves
 
 
 def load_judged(warehouse, judged: Judged) -> dict[str, int]:
-    """Load each kind's batch (each all or nothing) and count what went in."""
+    """Load each kind's batch (each wave all or nothing) and count what went in."""
     counts = {"submissions": 0, "rows": 0}
     for kind, judgement in judged.by_kind.items():
-        warehouse.load_batch(judgement.submissions, judgement.facts, judgement.issues, kind)
+        for subs, facts, issues in load_waves(judgement):
+            warehouse.load_batch(subs, facts, issues, kind)
         counts["submissions"] += len(judgement.submissions)
         counts["rows"] += len(judgement.facts)
     return counts
