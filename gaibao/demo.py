@@ -663,7 +663,10 @@ def _style(code: str, period: str, kind: str, rng: np.random.Generator) -> tuple
             ),
             "code_en",
         ),
-        "341221": (FileStyle(encoding="gb18030", title_rows=True, period_style="slash"), "zh_full"),
+        "341221": (
+            FileStyle(encoding="gb18030", title_rows=True, period_style="slash", numbers="padded"),
+            "zh_full",
+        ),
         "341222": (
             (FileStyle(fmt="json", headers="canonical"), "platform")
             if period >= "2018-01"

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 CSV_ENCODINGS = ("utf-8", "utf-8-sig", "gbk", "gb18030")
 FORMATS = ("csv", "xlsx", "json")
 HEADER_STYLES = ("template", "halfwidth", "spaces", "aliases", "canonical")
-NUMBER_STYLES = ("plain", "thousands", "fullwidth", "text")
+NUMBER_STYLES = ("plain", "thousands", "fullwidth", "padded", "text")
 DATE_STYLES = ("iso", "slash", "dot", "zh", "excel")
 PERIOD_STYLES = ("iso", "slash", "compact", "zh")
 NONE_STYLES = ("", "—", "-")
@@ -60,9 +61,8 @@ class FileStyle:
     data_sheet: str | None = None  # XLSX: data on a sheet of this name after a 填报说明 sheet
     total_row: bool = False  # a trailing 合计 row with the sums (progress, CSV and XLSX)
     blank_rows: bool = False  # blank rows inside the data and before the total row
-    numbers: str = (
-        "plain"  # plain | thousands (1,234.5) | fullwidth (１２３４.５) | text (XLSX: numbers as text)
-    )
+    # plain | thousands (1,234.5) | fullwidth (１２３４.５) | padded (" 12.5 ") | text (XLSX: text cells)
+    numbers: str = "plain"
     none_as: str = ""  # how an empty value is written: "", "—" or "-"
     date_style: str = "iso"  # iso | slash | dot | zh | excel (real Excel dates; ISO text outside XLSX)
     period_style: str = "iso"  # iso 2017-06 | slash 2017/06 | compact 201706 | zh 2017年6月
@@ -162,20 +162,32 @@ def format_number(value: float, style: FileStyle) -> str:
     """A number as a county writes it in text (CSV, or XLSX numbers stored as text)."""
     if isinstance(value, bool):
         raise TypeError("booleans are not numbers here")
-    if float(value).is_integer():
-        text = f"{int(value):,}" if style.numbers in ("thousands", "text") else str(int(value))
+    return _format_number(float(value), style.numbers)
+
+
+@lru_cache(maxsize=1 << 16)
+def _format_number(value: float, numbers: str) -> str:
+    grouped = numbers in ("thousands", "text")
+    if value.is_integer():
+        text = f"{int(value):,}" if grouped else str(int(value))
     else:
-        text = f"{value:,.6f}" if style.numbers in ("thousands", "text") else f"{value:.6f}"
+        text = f"{value:,.6f}" if grouped else f"{value:.6f}"
         text = text.rstrip("0").rstrip(".")
-    if style.numbers == "fullwidth":
+    if numbers == "fullwidth":
         text = text.translate(_FULLWIDTH)
+    elif numbers == "padded":
+        text = f" {text} "
     return text
 
 
 def format_date(value: date, style: FileStyle) -> str:
     if isinstance(value, datetime):
         value = value.date()
-    s = style.date_style
+    return _format_date(value, style.date_style)
+
+
+@lru_cache(maxsize=1 << 14)
+def _format_date(value: date, s: str) -> str:
     if s == "slash":
         return f"{value.year}/{value.month}/{value.day}"
     if s == "dot":
@@ -186,8 +198,12 @@ def format_date(value: date, style: FileStyle) -> str:
 
 
 def format_period(period: str, style: FileStyle) -> str:
+    return _format_period(period, style.period_style)
+
+
+@lru_cache(maxsize=1024)
+def _format_period(period: str, s: str) -> str:
     year, month = period[:4], int(period[5:7])
-    s = style.period_style
     if s == "slash":
         return f"{year}/{month:02d}"
     if s == "compact":
@@ -208,7 +224,8 @@ def _cell(col: Column, value: Any, style: FileStyle) -> Any:
     if col.type == "date":
         return value if isinstance(value, date) else value
     if col.type in ("number", "int") and isinstance(value, (int, float)):
-        return value * unit_factor(col, style)
+        factor = unit_factor(col, style)
+        return value * factor if factor != 1.0 else value
     return str(value)
 
 

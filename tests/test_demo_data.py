@@ -82,7 +82,9 @@ def _find_header(rows: list[list[Any]], kind: str) -> int:
 def _number(cell: Any, unit: str | None) -> float | None:
     if cell is None or (isinstance(cell, str) and cell.strip() in ("", "—", "-")):
         return None
-    value = float(str(cell).translate(_FULL).replace(",", "")) if isinstance(cell, str) else float(cell)
+    value = (
+        float(str(cell).translate(_FULL).replace(",", "").strip()) if isinstance(cell, str) else float(cell)
+    )
     factor = {"元": 1e-4, "万平方米": 1e4}.get(unit or "", 1.0)
     return value * factor
 
@@ -397,7 +399,7 @@ def test_demo_spreads_the_real_file_variations(demo: DemoManifest) -> None:
     assert any(h.startswith(" ") for h in headers)  # stray spaces
     assert {"学校代码", "填报月份", "planned_area_m2"} <= headers  # aliases, canonical names
     assert any("（元）" in h or "(元)" in h for h in headers) and any("万平方米" in h for h in headers)
-    for token in ("合计", "—", "年", "/", "１", ","):
+    for token in ("合计", "—", "年", "/", "１", ",", " 1"):
         assert token in joined, token
     assert re.search(r"\b20\d\d\.\d\d\.\d\d\b", joined)  # 2017.06.15
     assert re.search(r"\b20\d\d(0[1-9]|1[0-2])\b", joined)  # period 201706
