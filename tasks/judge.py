@@ -101,7 +101,9 @@ class Judgement:
     issues: pd.DataFrame  # ISSUE_COLUMNS
 
 
-def submission_id(kind: str, county_code: str | None, period: str | None, sha256: str, version: str | None = None) -> str:
+def submission_id(
+    kind: str, county_code: str | None, period: str | None, sha256: str, version: str | None = None
+) -> str:
     """``sha256("{kind}|{county_code}|{period}|{sha256}|{rules_version}")[:20]``."""
     version = version or rules_version()
     text = f"{kind}|{county_code or ''}|{period or ''}|{sha256}|{version}"
@@ -166,7 +168,9 @@ def judge_batch(
     errors = findings[(findings["severity"] == "error") & findings["row_number"].notna()]
     bad = set(zip(errors["submission_id"], errors["row_number"].astype("int64"), strict=True))
     rejected = _row_mask(typed, bad)
-    counts = pd.DataFrame({"sid": typed[SUBMISSION_ID].to_numpy(), "rejected": rejected}).groupby("sid")["rejected"]
+    counts = pd.DataFrame({"sid": typed[SUBMISSION_ID].to_numpy(), "rejected": rejected}).groupby("sid")[
+        "rejected"
+    ]
     totals, n_rejected = counts.size().to_dict(), counts.sum().to_dict()
     for sid, record in subs.items():
         if sid in refusals:
@@ -243,7 +247,9 @@ def judge_file(
     if parsed.refusal is None and len(parsed.rows):
         if county_code is None and "county_code" in parsed.rows.columns:
             county_code = _first_value(parsed.rows["county_code"])
-            county_code = county_code.translate({0xFF10 + i: 0x30 + i for i in range(10)}) if county_code else None
+            county_code = (
+                county_code.translate({0xFF10 + i: 0x30 + i for i in range(10)}) if county_code else None
+            )
         if period is None and "period" in parsed.rows.columns:
             period = parse_period(_first_value(parsed.rows["period"]))
     if period is None and kind != "plan":
@@ -293,12 +299,13 @@ def _submission_record(sid: str, cand: Candidate, version: str, due_day: int, tz
 
 
 def _file_refusals(
-    kind: str,
-    typed: pd.DataFrame, expected: dict[str, tuple[str | None, str | None]], known: set[str]
+    kind: str, typed: pd.DataFrame, expected: dict[str, tuple[str | None, str | None]], known: set[str]
 ) -> dict[str, tuple[str, str, str | None, str | None]]:
     """WRONG_PERIOD, WRONG_COUNTY and UNKNOWN_COUNTY per submission (first that applies)."""
     out: dict[str, tuple[str, str, str | None, str | None]] = {}
-    kind_messages = {code: plain_message(kind, code) for code in ("WRONG_PERIOD", "WRONG_COUNTY", "UNKNOWN_COUNTY")}
+    kind_messages = {
+        code: plain_message(kind, code) for code in ("WRONG_PERIOD", "WRONG_COUNTY", "UNKNOWN_COUNTY")
+    }
     periods = typed[[SUBMISSION_ID, "period"]].dropna().drop_duplicates()
     counties = typed[[SUBMISSION_ID, "county_code"]].dropna().drop_duplicates()
     found_periods = periods.groupby(SUBMISSION_ID)["period"].agg(list).to_dict()
@@ -307,7 +314,12 @@ def _file_refusals(
         wrong_periods = [p for p in found_periods.get(sid, []) if period is not None and p != period]
         if wrong_periods:
             found = "、".join(sorted(wrong_periods))
-            out[sid] = ("WRONG_PERIOD", kind_messages["WRONG_PERIOD"].format(found=found, expected=period), "period", found)
+            out[sid] = (
+                "WRONG_PERIOD",
+                kind_messages["WRONG_PERIOD"].format(found=found, expected=period),
+                "period",
+                found,
+            )
             continue
         codes = found_counties.get(sid, [])
         wrong_codes = [c for c in codes if county is not None and c != county]
@@ -319,7 +331,12 @@ def _file_refusals(
         unknown = sorted({c for c in [*codes, county] if c is not None and c not in known})
         if unknown:
             found = "、".join(unknown)
-            out[sid] = ("UNKNOWN_COUNTY", kind_messages["UNKNOWN_COUNTY"].format(found=found), "county_code", found)
+            out[sid] = (
+                "UNKNOWN_COUNTY",
+                kind_messages["UNKNOWN_COUNTY"].format(found=found),
+                "county_code",
+                found,
+            )
     return out
 
 
@@ -344,7 +361,7 @@ def _total_mismatch(kind: str, items: list[tuple[str, Candidate]], typed: pd.Dat
         for sid in stated.index[off.to_numpy()]:
             label = contract.label_zh(kind, column)
             written = raw_totals.at[sid, column]
-            message = "第{}行".format(int(totals.at[sid, ROW_NUMBER])) + template.format(
+            message = f"第{int(totals.at[sid, ROW_NUMBER])}行" + template.format(
                 column=label, value=written, sum=_short(summed[sid]), diff=_short(diff[sid])
             )
             rows.append(
@@ -373,7 +390,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _with_rows(parsed: ParsedReturn, rows: pd.DataFrame) -> ParsedReturn:
-    return ParsedReturn(kind=parsed.kind, rows=rows, total_rows=rows.iloc[:0], unit_factors=parsed.unit_factors)
+    return ParsedReturn(
+        kind=parsed.kind, rows=rows, total_rows=rows.iloc[:0], unit_factors=parsed.unit_factors
+    )
 
 
 def _candidate(ordered: list[tuple[str, Candidate]], sid: str) -> Candidate:

@@ -113,11 +113,15 @@ def parse_period(text: str | None) -> str | None:
 
 def period_end(period: pd.Series) -> pd.Series:
     """The last day of each ``YYYY-MM`` period, as ``datetime64[ms]`` (NaT where unknown)."""
-    start = pd.to_datetime(period.astype(object).where(period.notna(), None) + "-01", errors="coerce", format="%Y-%m-%d")
+    start = pd.to_datetime(
+        period.astype(object).where(period.notna(), None) + "-01", errors="coerce", format="%Y-%m-%d"
+    )
     return (start + pd.offsets.MonthEnd(0)).astype("datetime64[ms]")
 
 
-def concat_returns(kind: str, items: Sequence[tuple[str, Any]]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+def concat_returns(
+    kind: str, items: Sequence[tuple[str, Any]]
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """All rows of a batch in one frame of strings: the kind's canonical columns (absent → null),
     ``submission_id`` and ``row_number``; plus the unit factors of each submission."""
     names = contract.canonical_names(kind)
@@ -131,9 +135,15 @@ def concat_returns(kind: str, items: Sequence[tuple[str, Any]]) -> tuple[pd.Data
         if parsed.unit_factors:
             factors[submission_id] = dict(parsed.unit_factors)
     if frames:
-        raw = pd.concat(frames, ignore_index=True, copy=False) if len(frames) > 1 else frames[0].reset_index(drop=True)
+        raw = (
+            pd.concat(frames, ignore_index=True, copy=False)
+            if len(frames) > 1
+            else frames[0].reset_index(drop=True)
+        )
     else:
-        raw = pd.DataFrame({SUBMISSION_ID: pd.Series([], dtype=object), ROW_NUMBER: pd.Series([], dtype="int64")})
+        raw = pd.DataFrame(
+            {SUBMISSION_ID: pd.Series([], dtype=object), ROW_NUMBER: pd.Series([], dtype="int64")}
+        )
     for name in names:
         if name not in raw.columns:
             raw[name] = None
@@ -268,8 +278,10 @@ def _by_unique(arr: pa.Array, typer: Any) -> tuple[np.ndarray, np.ndarray]:
     present = pc.is_valid(indices).to_numpy(zero_copy_only=False)
     positions = pc.fill_null(indices, 0).to_numpy(zero_copy_only=False).astype("int64")
     if len(values) == 0:
-        empty = np.full(len(arr), None, dtype=object) if values.dtype == object else np.full(
-            len(arr), np.datetime64("NaT"), dtype="datetime64[D]"
+        empty = (
+            np.full(len(arr), None, dtype=object)
+            if values.dtype == object
+            else np.full(len(arr), np.datetime64("NaT"), dtype="datetime64[D]")
         )
         return empty, np.zeros(len(arr), dtype=bool)
     out = values[positions]
@@ -290,7 +302,9 @@ def _apply_factors(
 def _part(parts: pa.StructArray, name: str) -> np.ndarray:
     """One captured group of an ``extract_regex`` result as float64 (NaN where absent)."""
     child = pc.struct_field(parts, name)
-    child = pc.if_else(pc.and_kleene(pc.is_valid(parts), pc.not_equal(child, "")), child, pa.scalar(None, pa.string()))
+    child = pc.if_else(
+        pc.and_kleene(pc.is_valid(parts), pc.not_equal(child, "")), child, pa.scalar(None, pa.string())
+    )
     return pc.cast(child, pa.float64()).to_numpy(zero_copy_only=False)
 
 
@@ -321,7 +335,9 @@ def _date_days(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             result = np.where(todo, compact, result)
             todo = present & np.isnat(result)
         if todo.any():
-            serial_ok = pc.fill_null(pc.match_substring_regex(arr, _SERIAL_RE), False).to_numpy(zero_copy_only=False)
+            serial_ok = pc.fill_null(pc.match_substring_regex(arr, _SERIAL_RE), False).to_numpy(
+                zero_copy_only=False
+            )
             serial = pc.cast(pc.if_else(serial_ok, arr, pa.scalar(None, pa.string())), pa.float64()).to_numpy(
                 zero_copy_only=False
             )
@@ -355,7 +371,9 @@ def _period_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         ok = ok | from_date
     safe_year = np.where(ok, year, 0).astype("int64")
     safe_month = np.where(ok, month, 0).astype("int64")
-    text = pd.Series(safe_year).astype(str).str.zfill(4) + "-" + pd.Series(safe_month).astype(str).str.zfill(2)
+    text = (
+        pd.Series(safe_year).astype(str).str.zfill(4) + "-" + pd.Series(safe_month).astype(str).str.zfill(2)
+    )
     periods = text.to_numpy(dtype=object)
     periods[~ok] = None
     return periods, present & ~ok
@@ -392,7 +410,11 @@ def _type_findings(kind: str, raw: pd.DataFrame, col: contract.Column, bad: np.n
     rows = raw.loc[bad]
     value = rows[col.name].astype(str)
     label = contract.label_zh(kind, col.name)
-    project = rows["project_id"] if "project_id" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+    project = (
+        rows["project_id"]
+        if "project_id" in rows.columns
+        else pd.Series(None, index=rows.index, dtype=object)
+    )
     message = "第" + rows[ROW_NUMBER].astype(str) + f"行「{label}」为「" + value + "」，" + _TYPE_HINTS[rule]
     return pd.DataFrame(
         {

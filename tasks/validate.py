@@ -22,7 +22,7 @@ import os
 import re
 import string
 import warnings
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def suite_path(kind: str) -> Path:
     return EXPECTATIONS_DIR / f"{kind}.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_suite(kind: str) -> dict[str, Any]:
     """The suite of a kind as the JSON dict in ``expectations/`` (no GX import)."""
     return json.loads(suite_path(kind).read_text(encoding="utf-8"))
@@ -108,17 +108,24 @@ def _gx_suite(kind: str) -> Any:
 
         spec = load_suite(kind)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # string row_conditions are deprecated in GX 1.9+, still supported
+            warnings.simplefilter(
+                "ignore"
+            )  # string row_conditions are deprecated in GX 1.9+, still supported
             configs = []
             for i, exp in enumerate(spec["expectations"]):
                 meta = {**exp.get("meta", {}), "index": i}
                 configs.append(
                     ExpectationConfiguration(
-                        type=exp["type"], kwargs=exp["kwargs"], meta=meta, severity=exp.get("severity", "critical")
+                        type=exp["type"],
+                        kwargs=exp["kwargs"],
+                        meta=meta,
+                        severity=exp.get("severity", "critical"),
                     )
                 )
             state["suites"][kind] = ExpectationSuite(
-                name=spec["name"], expectations=configs, meta={k: v for k, v in spec["meta"].items() if k != "plain_checks"}
+                name=spec["name"],
+                expectations=configs,
+                meta={k: v for k, v in spec["meta"].items() if k != "plain_checks"},
             )
     return state["suites"][kind]
 
@@ -147,13 +154,17 @@ def helper_columns(kind: str, typed: pd.DataFrame) -> dict[str, pd.Series]:
         completed = typed["completed_area_m2"]
         helpers["completed_area_minus_started_m2"] = completed - typed["started_area_m2"]
         helpers["completed_area_to_planned_ratio"] = _ratio(completed, planned)
-        helpers["completed_invest_to_planned_ratio"] = _ratio(typed["completed_invest_wan"], typed["planned_invest_wan"])
+        helpers["completed_invest_to_planned_ratio"] = _ratio(
+            typed["completed_invest_wan"], typed["planned_invest_wan"]
+        )
         central, local = typed["funds_central_wan"], typed["funds_local_wan"]
         funds = central.fillna(0) + local.fillna(0) - typed["completed_invest_wan"]
         helpers["funds_minus_completed_invest_wan"] = funds.where(central.notna() | local.notna())
         done = typed["completed_date"]
         helpers["completed_days_after_start"] = (done - typed["actual_start"]).dt.days.astype("float64")
-        helpers["completed_days_after_period_end"] = (done - period_end(typed["period"])).dt.days.astype("float64")
+        helpers["completed_days_after_period_end"] = (done - period_end(typed["period"])).dt.days.astype(
+            "float64"
+        )
     elif kind == "funding":
         parts = typed[list(contract.FUNDING_PARTS)]
         parts_sum = parts.fillna(0).sum(axis=1)
@@ -199,10 +210,18 @@ def validate_batch(
     if kind == "progress":
         parts.append(_repeated(kind, typed, ctx, ["project_id"], "E_PROJECT_ID_REPEATED", "project_id"))
     if kind == "plan":
-        parts.append(_repeated(kind, typed, ctx, ["county_code", "plan_cycle"], "E_PLAN_COUNTY_REPEATED", "county_code"))
+        parts.append(
+            _repeated(
+                kind, typed, ctx, ["county_code", "plan_cycle"], "E_PLAN_COUNTY_REPEATED", "county_code"
+            )
+        )
     if previous is not None and len(previous) and kind in contract.CUMULATIVE_COLUMNS:
         parts.extend(_cross_period(kind, typed, previous, ctx))
-    findings = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else empty_findings()
+    findings = (
+        pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if any(len(p) for p in parts)
+        else empty_findings()
+    )
     return _finish(findings, typed)
 
 
@@ -216,7 +235,10 @@ def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext) -> pd.
     # per-row lookup (with exclude_unexpected_values; ~100 µs per flagged row otherwise).
     index = pd.RangeIndex(len(typed), name=ROW_KEY)
     frame = pd.DataFrame(
-        {name: (helpers[name] if name in helpers else typed[name]).to_numpy() for name in _suite_columns(kind)},
+        {
+            name: (helpers[name] if name in helpers else typed[name]).to_numpy()
+            for name in _suite_columns(kind)
+        },
         index=index,
     )
     results = _run_gx(kind, frame)
@@ -253,7 +275,9 @@ def _run_gx(kind: str, frame: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
             raise RuntimeError(
                 f"GX could not evaluate {config.type} on {config.kwargs.get('column')}: {info.get('exception_message')}"
             )
-        found.append((int(config.meta["index"]), _unexpected_keys((result.result or {}).get("unexpected_index_list"))))
+        found.append(
+            (int(config.meta["index"]), _unexpected_keys((result.result or {}).get("unexpected_index_list")))
+        )
     found.sort(key=lambda item: item[0])
     return found
 
@@ -292,7 +316,9 @@ def _repeated(
     return ctx.findings(dup.index.to_numpy(), rule, "error", column, plain_message(kind, rule), extra)
 
 
-def _cross_period(kind: str, typed: pd.DataFrame, previous: pd.DataFrame, ctx: _MessageContext) -> list[pd.DataFrame]:
+def _cross_period(
+    kind: str, typed: pd.DataFrame, previous: pd.DataFrame, ctx: _MessageContext
+) -> list[pd.DataFrame]:
     """REGRESSION, STATUS_REGRESSION and DROPPED_PROJECT against the county's last accepted rows."""
     key = ["county_code", "project_id"] if kind == "progress" else ["county_code"]
     cumulative = [c for c in contract.CUMULATIVE_COLUMNS[kind] if c in previous.columns]
@@ -306,7 +332,9 @@ def _cross_period(kind: str, typed: pd.DataFrame, previous: pd.DataFrame, ctx: _
     current = current.dropna(subset=key)
     joined = current.merge(prev, on=key, how="inner", suffixes=("", "_prev"))
     out: list[pd.DataFrame] = []
-    prev_period = joined["period"].astype(object).where(joined["period"].notna(), "上期").to_numpy(dtype=object)
+    prev_period = (
+        joined["period"].astype(object).where(joined["period"].notna(), "上期").to_numpy(dtype=object)
+    )
     keys = joined[ROW_KEY].to_numpy()
     for name in cumulative:
         now = typed[name].to_numpy(dtype="float64", na_value=np.nan)[keys]
@@ -314,14 +342,21 @@ def _cross_period(kind: str, typed: pd.DataFrame, previous: pd.DataFrame, ctx: _
         fell = now < before - _EPS  # NaN on either side compares False
         if fell.any():
             extra = {"previous": _fmt_values(pd.Series(before[fell])), "previous_period": prev_period[fell]}
-            out.append(ctx.findings(keys[fell], "REGRESSION", "warning", name, plain_message(kind, "REGRESSION"), extra))
+            out.append(
+                ctx.findings(
+                    keys[fell], "REGRESSION", "warning", name, plain_message(kind, "REGRESSION"), extra
+                )
+            )
     if kind == "progress" and "status" in joined.columns:
         order = contract.STATUS_ORDER
         now_rank = typed["status"].astype(object).map(order).to_numpy(dtype="float64", na_value=np.nan)[keys]
         before_rank = joined["status"].astype(object).map(order).to_numpy(dtype="float64", na_value=np.nan)
         back = now_rank < before_rank
         if back.any():
-            extra = {"previous_status": joined["status"].to_numpy(dtype=object)[back], "previous_period": prev_period[back]}
+            extra = {
+                "previous_status": joined["status"].to_numpy(dtype=object)[back],
+                "previous_period": prev_period[back],
+            }
             message = plain_message(kind, "STATUS_REGRESSION")
             out.append(ctx.findings(keys[back], "STATUS_REGRESSION", "warning", "status", message, extra))
     if kind == "progress":
@@ -339,11 +374,16 @@ def _dropped(kind: str, typed: pd.DataFrame, prev: pd.DataFrame) -> pd.DataFrame
     missing = missing[missing["_present"].isna()]
     if missing.empty:
         return empty_findings()
-    school = missing["school_name"] if "school_name" in missing.columns else pd.Series(None, index=missing.index)
+    school = (
+        missing["school_name"] if "school_name" in missing.columns else pd.Series(None, index=missing.index)
+    )
     values = {
         "project_id": missing["project_id"].astype(str),
         "school_name": school.astype(object).where(school.notna(), "学校未知").astype(str),
-        "previous_period": missing["period"].astype(object).where(missing["period"].notna(), "上期").astype(str),
+        "previous_period": missing["period"]
+        .astype(object)
+        .where(missing["period"].notna(), "上期")
+        .astype(str),
     }
     message = _render_template(plain_message(kind, "DROPPED_PROJECT"), values, len(missing))
     return pd.DataFrame(
@@ -370,10 +410,14 @@ def _finish(findings: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
         if noted:
             pairs = zip(findings["submission_id"], findings["row_number"], strict=True)
             has_note = np.fromiter(
-                ((s, int(r)) in noted if pd.notna(r) else False for s, r in pairs), dtype=bool, count=len(findings)
+                ((s, int(r)) in noted if pd.notna(r) else False for s, r in pairs),
+                dtype=bool,
+                count=len(findings),
             )
             findings["is_explained"] = has_note & (findings["severity"] == "warning").to_numpy()
-    findings = findings.sort_values(["submission_id", "row_number", "rule"], kind="stable", na_position="first")
+    findings = findings.sort_values(
+        ["submission_id", "row_number", "rule"], kind="stable", na_position="first"
+    )
     findings = findings.reset_index(drop=True)[FINDING_COLUMNS]
     for name in ("project_id", "value", "column_name"):
         values = findings[name].to_numpy(dtype=object)
@@ -391,7 +435,11 @@ class _MessageContext:
     """Builds finding rows and renders message templates for rows of one batch."""
 
     def __init__(
-        self, kind: str, typed: pd.DataFrame, raw: pd.DataFrame | None, unit_factors: dict[str, dict[str, float]]
+        self,
+        kind: str,
+        typed: pd.DataFrame,
+        raw: pd.DataFrame | None,
+        unit_factors: dict[str, dict[str, float]],
     ) -> None:
         self.kind = kind
         self.typed = typed

@@ -10,7 +10,15 @@ import pandas as pd
 import pytest
 
 from gaibao import contract
-from tasks.judge import ISSUE_COLUMNS, SUBMISSION_COLUMNS, Candidate, is_late, judge_batch, judge_file, submission_id
+from tasks.judge import (
+    ISSUE_COLUMNS,
+    SUBMISSION_COLUMNS,
+    Candidate,
+    is_late,
+    judge_batch,
+    judge_file,
+    submission_id,
+)
 from tasks.read import read_return
 from tasks.validate import rules_version
 
@@ -74,20 +82,36 @@ def batch(tmp_path_factory: pytest.TempPathFactory):
     """Eight files of one night, judged together in one call (one GX validation)."""
     d = tmp_path_factory.mktemp("inbox")
     files = {
-        "good": (write_csv(d / "340321.csv", rows_for("340321", 3), title="怀远县全面改薄项目进展月报（2017年6月）"), "340321"),
+        "good": (
+            write_csv(
+                d / "340321.csv", rows_for("340321", 3), title="怀远县全面改薄项目进展月报（2017年6月）"
+            ),
+            "340321",
+        ),
         "wrong_county": (write_csv(d / "340322.csv", rows_for("340399")), "340322"),
         "wrong_period": (write_csv(d / "340323.csv", rows_for("340323", period="2017/05")), "340323"),
         "unknown": (write_csv(d / "990001.csv", rows_for("990001")), "990001"),
         "all_bad": (write_csv(d / "340325.csv", rows_for("340325", school_code="123")), "340325"),
         "mixed": (
-            write_csv(d / "340326.csv", [*rows_for("340326", 2), {**ROW, "county_code": "340326", "project_id": "BAD", "funds_local_wan": "-1"}]),
+            write_csv(
+                d / "340326.csv",
+                [
+                    *rows_for("340326", 2),
+                    {**ROW, "county_code": "340326", "project_id": "BAD", "funds_local_wan": "-1"},
+                ],
+            ),
             "340326",
         ),
         "total": (
             write_csv(
                 d / "340327.csv",
                 rows_for("340327", 2),
-                total={"school_name": "合计", "planned_area_m2": "2000", "completed_area_m2": "1,000", "completed_invest_wan": "101"},
+                total={
+                    "school_name": "合计",
+                    "planned_area_m2": "2000",
+                    "completed_area_m2": "1,000",
+                    "completed_invest_wan": "101",
+                },
             ),
             "340327",
         ),
@@ -96,7 +120,9 @@ def batch(tmp_path_factory: pytest.TempPathFactory):
     (d / "340328.csv").write_text("这不是报表\n只是几行文字\n", encoding="utf-8")
     candidates = {name: candidate(path, county) for name, (path, county) in files.items()}
     judgement = judge_batch("progress", list(candidates.values()), None, KNOWN)
-    ids = {name: submission_id("progress", c.county_code, c.period, c.sha256) for name, c in candidates.items()}
+    ids = {
+        name: submission_id("progress", c.county_code, c.period, c.sha256) for name, c in candidates.items()
+    }
     return judgement, ids
 
 
@@ -114,14 +140,23 @@ def test_shapes(batch) -> None:
     judgement, ids = batch
     assert list(judgement.submissions.columns) == SUBMISSION_COLUMNS
     assert list(judgement.issues.columns) == ISSUE_COLUMNS
-    assert list(judgement.facts.columns) == ["submission_id", *contract.canonical_names("progress"), "row_number"]
+    assert list(judgement.facts.columns) == [
+        "submission_id",
+        *contract.canonical_names("progress"),
+        "row_number",
+    ]
     assert set(judgement.submissions["submission_id"]) == set(ids.values())
     assert (judgement.submissions["rules_version"] == rules_version()).all()
 
 
 def test_good_file_is_accepted_with_all_rows(batch) -> None:
     record = sub(batch, "good")
-    assert (record["status"], record["rows_total"], record["rows_accepted"], record["rows_rejected"]) == ("accepted", 3, 3, 0)
+    assert (record["status"], record["rows_total"], record["rows_accepted"], record["rows_rejected"]) == (
+        "accepted",
+        3,
+        3,
+        0,
+    )
     assert pd.isna(record["reason"])
     judgement, ids = batch
     facts = judgement.facts[judgement.facts["submission_id"] == ids["good"]]
@@ -162,7 +197,10 @@ def test_refused_files(batch, name: str, code: str, reason_bits: list[str], valu
 def test_all_rows_rejected_keeps_the_row_issues(batch) -> None:
     rows = issues(batch, "all_bad")
     rows = rows[rows["row_number"].notna()]
-    assert rows[["rule", "row_number", "value"]].values.tolist() == [["E_SCHOOL_CODE", 2, "123"], ["E_SCHOOL_CODE", 3, "123"]]
+    assert rows[["rule", "row_number", "value"]].values.tolist() == [
+        ["E_SCHOOL_CODE", 2, "123"],
+        ["E_SCHOOL_CODE", 3, "123"],
+    ]
 
 
 def test_file_refused_whole_records_no_row_issues(batch) -> None:
@@ -171,9 +209,17 @@ def test_file_refused_whole_records_no_row_issues(batch) -> None:
 
 def test_mixed_file_keeps_good_rows(batch) -> None:
     record = sub(batch, "mixed")
-    assert (record["status"], record["rows_total"], record["rows_accepted"], record["rows_rejected"]) == ("accepted", 3, 2, 1)
+    assert (record["status"], record["rows_total"], record["rows_accepted"], record["rows_rejected"]) == (
+        "accepted",
+        3,
+        2,
+        1,
+    )
     judgement, ids = batch
-    assert judgement.facts[judgement.facts["submission_id"] == ids["mixed"]]["project_id"].tolist() == ["P-0", "P-1"]
+    assert judgement.facts[judgement.facts["submission_id"] == ids["mixed"]]["project_id"].tolist() == [
+        "P-0",
+        "P-1",
+    ]
     found = issues(batch, "mixed")
     assert found[["rule", "row_number", "project_id", "column_name", "value"]].values.tolist() == [
         ["E_NEGATIVE", 4, "BAD", "funds_local_wan", "-1"]
@@ -199,7 +245,9 @@ def test_batch_maps_findings_to_the_right_submission(batch) -> None:
     counties = judgement.submissions.set_index("submission_id")["county_code"].to_dict()
     for sid, found in by_sid.items():
         assert found == {counties[sid]}
-    assert set(by_sid) == {ids[n] for n in ("wrong_county", "wrong_period", "unknown", "all_bad", "mixed", "total", "unreadable")}
+    assert set(by_sid) == {
+        ids[n] for n in ("wrong_county", "wrong_period", "unknown", "all_bad", "mixed", "total", "unreadable")
+    }
 
 
 @pytest.mark.parametrize(
@@ -228,10 +276,18 @@ def test_submission_id_is_deterministic() -> None:
 
 
 def test_judge_file_defaults_to_the_files_own_county_and_period(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "怀远县_2017年6月.csv", [*rows_for("340321", 1), {**ROW, "project_id": "P-1", "completed_area_m2": "900"}])
+    path = write_csv(
+        tmp_path / "怀远县_2017年6月.csv",
+        [*rows_for("340321", 1), {**ROW, "project_id": "P-1", "completed_area_m2": "900"}],
+    )
     judgement = judge_file(path.read_bytes(), path.name, received_at=datetime(2017, 7, 1, tzinfo=UTC))
     record = judgement.submissions.iloc[0]
-    assert (record["county_code"], record["period"], record["status"], bool(record["is_late"])) == ("340321", "2017-06", "accepted", False)
+    assert (record["county_code"], record["period"], record["status"], bool(record["is_late"])) == (
+        "340321",
+        "2017-06",
+        "accepted",
+        False,
+    )
     assert judgement.issues["rule"].tolist() == ["E_COMPLETED_AREA_OVER_STARTED"]
     assert judgement.issues["message"].iloc[0] == (
         "第3行「竣工面积（平方米）」为 900，超过开工面积 800：竣工面积不能大于开工面积，请核对后重新报送。"
@@ -240,6 +296,10 @@ def test_judge_file_defaults_to_the_files_own_county_and_period(tmp_path: Path) 
 
 def test_judge_file_against_the_previous_period(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "340321.csv", rows_for("340321", 1))
-    previous = judge_file(write_csv(tmp_path / "prev.csv", rows_for("340321", 2, period="2017-05")).read_bytes(), "prev.csv").facts
-    judgement = judge_file(path.read_bytes(), path.name, county_code="340321", period="2017-06", previous=previous)
+    previous = judge_file(
+        write_csv(tmp_path / "prev.csv", rows_for("340321", 2, period="2017-05")).read_bytes(), "prev.csv"
+    ).facts
+    judgement = judge_file(
+        path.read_bytes(), path.name, county_code="340321", period="2017-06", previous=previous
+    )
     assert judgement.issues[["rule", "project_id"]].values.tolist() == [["DROPPED_PROJECT", "P-1"]]

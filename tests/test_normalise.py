@@ -11,7 +11,9 @@ from tasks.normalise import normalise_batch, parse_period
 from tasks.read import ParsedReturn
 
 
-def parsed(rows: list[dict], unit_factors: dict[str, float] | None = None, kind: str = "progress") -> ParsedReturn:
+def parsed(
+    rows: list[dict], unit_factors: dict[str, float] | None = None, kind: str = "progress"
+) -> ParsedReturn:
     frame = pd.DataFrame(rows).astype(object)
     frame = frame.where(frame.notna(), None)
     frame["row_number"] = range(3, 3 + len(frame))
@@ -118,7 +120,9 @@ def test_date_forms(text: str) -> None:
 def test_bad_date_is_a_type_error(text: str) -> None:
     value, findings = type_one("completed_date", text)
     assert pd.isna(value)
-    assert findings[["rule", "column_name", "value"]].values.tolist() == [["TYPE_DATE", "completed_date", text]]
+    assert findings[["rule", "column_name", "value"]].values.tolist() == [
+        ["TYPE_DATE", "completed_date", text]
+    ]
     assert "竣工日期" in findings["message"].iloc[0]
 
 
@@ -130,7 +134,17 @@ def test_date_column_dtype_is_day_precision() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["2017-06", "2017/06", "201706", "2017年6月", "2017年06月", "2017-6", "２０１７年６月", "2017-06-01", "2017-06-01 00:00:00"],
+    [
+        "2017-06",
+        "2017/06",
+        "201706",
+        "2017年6月",
+        "2017年06月",
+        "2017-6",
+        "２０１７年６月",
+        "2017-06-01",
+        "2017-06-01 00:00:00",
+    ],
 )
 def test_period_forms(text: str) -> None:
     value, findings = type_one("period", text)
@@ -165,7 +179,15 @@ def test_parse_period(text: str | None, expected: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("已竣工", "已竣工"), ("竣工", "已竣工"), ("完工", "已竣工"), ("施工中", "在建"), ("建设中", "在建"), (" 在 建 ", "在建"), ("未开工", "未开工")],
+    [
+        ("已竣工", "已竣工"),
+        ("竣工", "已竣工"),
+        ("完工", "已竣工"),
+        ("施工中", "在建"),
+        ("建设中", "在建"),
+        (" 在 建 ", "在建"),
+        ("未开工", "未开工"),
+    ],
 )
 def test_status_aliases(text: str, expected: str) -> None:
     value, findings = type_one("status", text)
@@ -188,7 +210,16 @@ def test_codes_and_text(column: str, text: str, expected: str) -> None:
     assert value == expected
 
 
-@pytest.mark.parametrize(("text", "expected", "rule"), [("1766", 1766, None), ("1,766", 1766, None), ("1766.0", 1766, None), ("12.5", None, "TYPE_INT"), ("多人", None, "TYPE_INT")])
+@pytest.mark.parametrize(
+    ("text", "expected", "rule"),
+    [
+        ("1766", 1766, None),
+        ("1,766", 1766, None),
+        ("1766.0", 1766, None),
+        ("12.5", None, "TYPE_INT"),
+        ("多人", None, "TYPE_INT"),
+    ],
+)
 def test_whole_numbers(text: str, expected: int | None, rule: str | None) -> None:
     value, findings = type_one("teachers_recruited", text, kind="funding")
     if expected is None:

@@ -33,9 +33,30 @@ GOOD_PROGRESS = {
     "phone": "13800000000",
     "note": None,
 }
-GOOD_COMPLETED = {**GOOD_PROGRESS, "status": "已竣工", "started_area_m2": "1000", "completed_area_m2": "1000", "completed_date": "2017-06-10"}
-GOOD_EQUIPMENT = {**GOOD_PROGRESS, "project_type": "设备购置", "planned_area_m2": "0", "started_area_m2": "0", "completed_area_m2": "0"}
-GOOD_NOT_STARTED = {**GOOD_PROGRESS, "status": "未开工", "started_area_m2": "0", "completed_area_m2": "0", "completed_invest_wan": "0", "funds_central_wan": "0", "funds_local_wan": "0", "actual_start": None}
+GOOD_COMPLETED = {
+    **GOOD_PROGRESS,
+    "status": "已竣工",
+    "started_area_m2": "1000",
+    "completed_area_m2": "1000",
+    "completed_date": "2017-06-10",
+}
+GOOD_EQUIPMENT = {
+    **GOOD_PROGRESS,
+    "project_type": "设备购置",
+    "planned_area_m2": "0",
+    "started_area_m2": "0",
+    "completed_area_m2": "0",
+}
+GOOD_NOT_STARTED = {
+    **GOOD_PROGRESS,
+    "status": "未开工",
+    "started_area_m2": "0",
+    "completed_area_m2": "0",
+    "completed_invest_wan": "0",
+    "funds_central_wan": "0",
+    "funds_local_wan": "0",
+    "actual_start": None,
+}
 
 GOOD_FUNDING = {
     "period": "2017-06",
@@ -59,7 +80,9 @@ def parsed(kind: str, rows: list[dict], unit_factors: dict[str, float] | None = 
     return ParsedReturn(kind=kind, rows=frame, total_rows=frame.iloc[:0], unit_factors=unit_factors or {})
 
 
-def run_batch(kind: str, files: dict[str, list[dict]], previous: pd.DataFrame | None = None, factors=None) -> pd.DataFrame:
+def run_batch(
+    kind: str, files: dict[str, list[dict]], previous: pd.DataFrame | None = None, factors=None
+) -> pd.DataFrame:
     """Type and validate many files as ONE batch (one GX call), as the nightly run does."""
     factors = factors or {}
     items = [(sid, parsed(kind, rows, factors.get(sid))) for sid, rows in files.items()]
@@ -97,20 +120,62 @@ PROGRESS_CASES = [
     ("E_NEGATIVE", GOOD_PROGRESS, {"funds_local_wan": "-0.5"}, "funds_local_wan", "-0.5"),
     ("E_PLANNED_INVEST", GOOD_PROGRESS, {"planned_invest_wan": None}, "planned_invest_wan", None),
     ("E_PLANNED_INVEST", GOOD_PROGRESS, {"planned_invest_wan": "0"}, "planned_invest_wan", "0"),
-    ("E_COMPLETED_AREA_OVER_STARTED", GOOD_PROGRESS, {"completed_area_m2": "1,500", "started_area_m2": "1200", "planned_area_m2": "2000"}, "completed_area_m2", "1,500"),
-    ("W_COMPLETED_AREA_OVER_PLAN", GOOD_PROGRESS, {"started_area_m2": "1600", "completed_area_m2": "1600"}, "completed_area_m2", "1600"),
-    ("W_COMPLETED_INVEST_OVER_PLAN", GOOD_PROGRESS, {"completed_invest_wan": "151", "funds_central_wan": "100"}, "completed_invest_wan", "151"),
-    ("E_FUNDS_OVER_COMPLETED", GOOD_PROGRESS, {"funds_central_wan": "30", "funds_local_wan": "20.02"}, "funds_central_wan", "30"),
+    (
+        "E_COMPLETED_AREA_OVER_STARTED",
+        GOOD_PROGRESS,
+        {"completed_area_m2": "1,500", "started_area_m2": "1200", "planned_area_m2": "2000"},
+        "completed_area_m2",
+        "1,500",
+    ),
+    (
+        "W_COMPLETED_AREA_OVER_PLAN",
+        GOOD_PROGRESS,
+        {"started_area_m2": "1600", "completed_area_m2": "1600"},
+        "completed_area_m2",
+        "1600",
+    ),
+    (
+        "W_COMPLETED_INVEST_OVER_PLAN",
+        GOOD_PROGRESS,
+        {"completed_invest_wan": "151", "funds_central_wan": "100"},
+        "completed_invest_wan",
+        "151",
+    ),
+    (
+        "E_FUNDS_OVER_COMPLETED",
+        GOOD_PROGRESS,
+        {"funds_central_wan": "30", "funds_local_wan": "20.02"},
+        "funds_central_wan",
+        "30",
+    ),
     ("E_NOT_STARTED_WITH_PROGRESS", GOOD_NOT_STARTED, {"started_area_m2": "10"}, "started_area_m2", "10"),
     ("E_NOT_STARTED_WITH_PROGRESS", GOOD_NOT_STARTED, {"completed_area_m2": "5"}, "completed_area_m2", "5"),
-    ("E_NOT_STARTED_WITH_PROGRESS", GOOD_NOT_STARTED, {"completed_invest_wan": "3"}, "completed_invest_wan", "3"),
+    (
+        "E_NOT_STARTED_WITH_PROGRESS",
+        GOOD_NOT_STARTED,
+        {"completed_invest_wan": "3"},
+        "completed_invest_wan",
+        "3",
+    ),
     ("E_COMPLETED_WITHOUT_AREA", GOOD_COMPLETED, {"completed_area_m2": "0"}, "completed_area_m2", "0"),
     ("E_COMPLETED_WITHOUT_AREA", GOOD_COMPLETED, {"completed_area_m2": None}, "completed_area_m2", None),
     ("E_ACTUAL_START_MISSING", GOOD_PROGRESS, {"actual_start": None}, "actual_start", None),
     ("E_ACTUAL_START_MISSING", GOOD_COMPLETED, {"actual_start": None}, "actual_start", None),
     ("E_COMPLETED_DATE_MISSING", GOOD_COMPLETED, {"completed_date": None}, "completed_date", None),
-    ("E_COMPLETED_DATE_BEFORE_START", GOOD_COMPLETED, {"completed_date": "2017/1/15"}, "completed_date", "2017/1/15"),
-    ("E_COMPLETED_DATE_AFTER_PERIOD", GOOD_COMPLETED, {"completed_date": "2017年7月1日"}, "completed_date", "2017年7月1日"),
+    (
+        "E_COMPLETED_DATE_BEFORE_START",
+        GOOD_COMPLETED,
+        {"completed_date": "2017/1/15"},
+        "completed_date",
+        "2017/1/15",
+    ),
+    (
+        "E_COMPLETED_DATE_AFTER_PERIOD",
+        GOOD_COMPLETED,
+        {"completed_date": "2017年7月1日"},
+        "completed_date",
+        "2017年7月1日",
+    ),
     ("TYPE_NUMBER", GOOD_PROGRESS, {"planned_invest_wan": "一百"}, "planned_invest_wan", "一百"),
     ("TYPE_DATE", GOOD_PROGRESS, {"actual_start": "2017-02-31"}, "actual_start", "2017-02-31"),
 ]
@@ -120,7 +185,12 @@ def _bad_row(base: dict, change: dict) -> dict:
     return {**base, **change} if "project_id" in change else {**base, **change, "project_id": "BAD-1"}
 
 
-GOOD_BASES = {"in_progress": GOOD_PROGRESS, "completed": GOOD_COMPLETED, "equipment": GOOD_EQUIPMENT, "not_started": GOOD_NOT_STARTED}
+GOOD_BASES = {
+    "in_progress": GOOD_PROGRESS,
+    "completed": GOOD_COMPLETED,
+    "equipment": GOOD_EQUIPMENT,
+    "not_started": GOOD_NOT_STARTED,
+}
 WARNINGS_TO_EXPLAIN = {
     "W_COMPLETED_AREA_OVER_PLAN": {"started_area_m2": "1600", "completed_area_m2": "1600"},
     "W_COMPLETED_INVEST_OVER_PLAN": {"completed_invest_wan": "151"},
@@ -135,12 +205,17 @@ def progress_findings() -> pd.DataFrame:
         files[f"case{i}"] = [{**base, "project_id": "OK-1"}, _bad_row(base, change)]
     for name, base in GOOD_BASES.items():
         files[f"good-{name}"] = [base]
-    files["message"] = [{**GOOD_PROGRESS, "started_area_m2": "1200", "completed_area_m2": "1500", "planned_area_m2": "2000"}]
+    files["message"] = [
+        {**GOOD_PROGRESS, "started_area_m2": "1200", "completed_area_m2": "1500", "planned_area_m2": "2000"}
+    ]
     files["unit"] = [{**GOOD_PROGRESS, "funds_central_wan": "-10000", "funds_local_wan": "0"}]
     files["repeated"] = [GOOD_PROGRESS, {**GOOD_PROGRESS, "project_id": "HY-002"}, GOOD_PROGRESS]
     files["twin-a"] = files["twin-b"] = [GOOD_PROGRESS]
     for rule, change in WARNINGS_TO_EXPLAIN.items():
-        files[f"note-{rule}"] = [{**GOOD_PROGRESS, **change}, {**GOOD_PROGRESS, **change, "project_id": "HY-2", "note": "追加扩建"}]
+        files[f"note-{rule}"] = [
+            {**GOOD_PROGRESS, **change},
+            {**GOOD_PROGRESS, **change, "project_id": "HY-2", "note": "追加扩建"},
+        ]
     files["note-error"] = [{**GOOD_PROGRESS, "funds_local_wan": "-1", "note": "说明"}]
     return run_batch("progress", files, factors={"unit": {"funds_central_wan": 1e-4}})
 
@@ -154,7 +229,9 @@ def of(findings: pd.DataFrame, sid: str) -> pd.DataFrame:
     [(i, c[0], c[3], c[4]) for i, c in enumerate(PROGRESS_CASES)],
     ids=[f"{c[0]}-{i}" for i, c in enumerate(PROGRESS_CASES)],
 )
-def test_progress_rule_catches_breaking_row(progress_findings: pd.DataFrame, case: int, rule: str, column: str, value: str | None) -> None:
+def test_progress_rule_catches_breaking_row(
+    progress_findings: pd.DataFrame, case: int, rule: str, column: str, value: str | None
+) -> None:
     findings = of(progress_findings, f"case{case}")
     assert findings["row_number"].eq(3).sum() == 0, findings[findings["row_number"] == 3]["message"].tolist()
     hit = findings[findings["rule"] == rule]
@@ -215,8 +292,16 @@ def test_note_does_not_explain_errors(progress_findings: pd.DataFrame) -> None:
 
 # -- cross-period (progress): each case its own county, one batch, one GX call ------------
 
-REGRESSION_CASES = [("started_area_m2", "700", "800"), ("completed_area_m2", "400", "500"), ("completed_invest_wan", "40", "50")]
-STATUS_CASES = [(GOOD_COMPLETED, GOOD_PROGRESS), (GOOD_COMPLETED, GOOD_NOT_STARTED), (GOOD_PROGRESS, GOOD_NOT_STARTED)]
+REGRESSION_CASES = [
+    ("started_area_m2", "700", "800"),
+    ("completed_area_m2", "400", "500"),
+    ("completed_invest_wan", "40", "50"),
+]
+STATUS_CASES = [
+    (GOOD_COMPLETED, GOOD_PROGRESS),
+    (GOOD_COMPLETED, GOOD_NOT_STARTED),
+    (GOOD_PROGRESS, GOOD_NOT_STARTED),
+]
 ZERO = {"started_area_m2": "0", "completed_area_m2": "0", "completed_invest_wan": "0"}
 
 
@@ -234,7 +319,11 @@ def cross_findings() -> pd.DataFrame:
         county(f"reg-{column}", [{**GOOD_PROGRESS, column: now, "funds_local_wan": "10"}], [GOOD_PROGRESS])
     county("reg-note", [{**GOOD_PROGRESS, "started_area_m2": "700", "note": "面积核减"}], [GOOD_PROGRESS])
     county("growing", [{**GOOD_PROGRESS, "completed_area_m2": "600"}], [GOOD_PROGRESS])
-    county("dropped", [GOOD_PROGRESS], [GOOD_PROGRESS, {**GOOD_PROGRESS, "project_id": "HY-009", "school_name": "二中"}])
+    county(
+        "dropped",
+        [GOOD_PROGRESS],
+        [GOOD_PROGRESS, {**GOOD_PROGRESS, "project_id": "HY-009", "school_name": "二中"}],
+    )
     county("new-county", [GOOD_PROGRESS], [])
     for i, (prev, now) in enumerate(STATUS_CASES):
         county(f"status-{i}", [now], [{**prev, **ZERO}])
@@ -243,7 +332,9 @@ def cross_findings() -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(("column", "now", "before"), REGRESSION_CASES)
-def test_regression_of_a_cumulative_figure(cross_findings: pd.DataFrame, column: str, now: str, before: str) -> None:
+def test_regression_of_a_cumulative_figure(
+    cross_findings: pd.DataFrame, column: str, now: str, before: str
+) -> None:
     hit = of(cross_findings, f"reg-{column}")
     assert hit[["rule", "row_number", "column_name", "value", "project_id", "severity"]].values.tolist() == [
         ["REGRESSION", 3, column, now, "HY-001", "warning"]
@@ -275,7 +366,9 @@ def test_status_regression(cross_findings: pd.DataFrame, i: int) -> None:
     before, now = STATUS_CASES[i]
     hit = of(cross_findings, f"status-{i}")
     hit = hit[hit["rule"] == "STATUS_REGRESSION"]
-    assert hit[["row_number", "column_name", "value", "severity"]].values.tolist() == [[3, "status", now["status"], "warning"]]
+    assert hit[["row_number", "column_name", "value", "severity"]].values.tolist() == [
+        [3, "status", now["status"], "warning"]
+    ]
     assert f"而上期（2017-05）为 {before['status']}" in hit["message"].iloc[0]
 
 
@@ -303,9 +396,14 @@ def funding_findings() -> pd.DataFrame:
     files: dict[str, list[dict]] = {}
     before: list[dict] = []
     for i, (_, change, _, _) in enumerate(FUNDING_CASES):
-        files[f"case{i}"] = [{**GOOD_FUNDING, "county_code": f"35{i:04d}"}, {**GOOD_FUNDING, **change, "county_code": f"35{i:04d}"}]
+        files[f"case{i}"] = [
+            {**GOOD_FUNDING, "county_code": f"35{i:04d}"},
+            {**GOOD_FUNDING, **change, "county_code": f"35{i:04d}"},
+        ]
     files["good"] = [GOOD_FUNDING]
-    files["short"] = [{**GOOD_FUNDING, "funds_land_wan": None, "funds_urban_wan": "100", "county_code": "360001"}]
+    files["short"] = [
+        {**GOOD_FUNDING, "funds_land_wan": None, "funds_urban_wan": "100", "county_code": "360001"}
+    ]
     files["rounding"] = [{**GOOD_FUNDING, "funds_total_wan": "141999.995", "county_code": "360002"}]
     for i, column in enumerate(FUNDING_REGRESSION):
         code = f"37{i:04d}"
@@ -322,13 +420,19 @@ def funding_findings() -> pd.DataFrame:
     [(i, c[0], c[2], c[3]) for i, c in enumerate(FUNDING_CASES)],
     ids=[f"{c[0]}-{i}" for i, c in enumerate(FUNDING_CASES)],
 )
-def test_funding_rule_catches_breaking_row(funding_findings: pd.DataFrame, case: int, rule: str, column: str, value: str | None) -> None:
+def test_funding_rule_catches_breaking_row(
+    funding_findings: pd.DataFrame, case: int, rule: str, column: str, value: str | None
+) -> None:
     findings = of(funding_findings, f"case{case}")
     assert findings["row_number"].eq(3).sum() == 0
     hit = findings[findings["rule"] == rule]
     assert len(hit) == 1, findings[["rule", "column_name", "value"]].to_dict("records")
     row = hit.iloc[0]
-    assert (row["row_number"], row["column_name"], None if pd.isna(row["value"]) else row["value"]) == (4, column, value)
+    assert (row["row_number"], row["column_name"], None if pd.isna(row["value"]) else row["value"]) == (
+        4,
+        column,
+        value,
+    )
     assert row["severity"] == "error" and row["message"].startswith("第4行")
 
 
@@ -348,9 +452,19 @@ def test_funding_regression(funding_findings: pd.DataFrame, column: str) -> None
 
 def test_plan_rules() -> None:
     plan = [
-        {"county_code": "340321", "plan_area_m2": "1000", "plan_equipment_wan": "50", "plan_cycle": "2014-2018"},
+        {
+            "county_code": "340321",
+            "plan_area_m2": "1000",
+            "plan_equipment_wan": "50",
+            "plan_cycle": "2014-2018",
+        },
         {"county_code": "34032", "plan_area_m2": "-1", "plan_equipment_wan": None, "plan_cycle": "2014-2018"},
-        {"county_code": "340321", "plan_area_m2": "1000", "plan_equipment_wan": "50", "plan_cycle": "2014-2018"},
+        {
+            "county_code": "340321",
+            "plan_area_m2": "1000",
+            "plan_equipment_wan": "50",
+            "plan_cycle": "2014-2018",
+        },
     ]
     findings = run_batch("plan", {"plan": plan})
     assert sorted(findings[["rule", "row_number", "column_name"]].itertuples(index=False, name=None)) == [
