@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -29,7 +30,9 @@ from reports.manifest import Manifest, build_manifest, diff_manifests, latest_ma
 from reports.render import DisclosureContext, Figure, LetterContext, PackContext, render
 from reports.schema import ensure_tables, mart_exception, mart_scorecard
 from reports.scorecard import SCORE_COLUMNS, compute_scorecard
-from reports.sections import Col, Section, inert_csv_text
+from markupsafe import Markup
+
+from reports.sections import Col, Section, html_row_strings, inert_csv_text
 from reports.xlsx import write_workbook
 
 log = logging.getLogger(__name__)
@@ -370,7 +373,7 @@ def _disclosure(inputs: PackInputs) -> pd.DataFrame:
     keep = [c.key for c in DISCLOSURE_COLUMNS if c.key not in ("city_name", "county_name")]
     f = _with_names(f.reindex(columns=["county_code", *keep]), inputs.divisions)
     f = f.sort_values(["city_code", "county_code", "project_id"])
-    return f[[c.key for c in DISCLOSURE_COLUMNS]].reset_index(drop=True)
+    return f[[*(c.key for c in DISCLOSURE_COLUMNS), "county_code"]].reset_index(drop=True)
 
 
 def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> PackData:
@@ -637,6 +640,63 @@ def write_disclosure_csv(section: Section, path: Path) -> None:
             w.writerow(row)
 
 
+INLINE_DISCLOSURE_ROWS = 5000  # up to this many projects the index page holds the whole table too
+
+
+def write_disclosure_html(data: PackData, out_dir: Path, index_path: Path) -> list[Path]:
+    """The 公示 as HTML: one page per county under ``公示/`` and an index page linking them."""
+    section = data.disclosure
+    rows = html_row_strings(section)
+    folder = out_dir / "公示"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = data.county_names
+    frame = section.frame.assign(_row=rows, _code=section.frame["county_code"].astype(str))
+    links: list[tuple[str, str, str]] = []
+    pages = []
+    generated = now_label()
+    for code, part in frame.groupby("_code", sort=True):
+        name = names.get(code, code)
+        file = folder / f"{safe_name(code)}_{safe_name(name)}.html"
+        ctx = DisclosureContext(
+            title=f"{name}全面改薄项目进展公示（{data.label}）",
+            period_label=data.label,
+            generated_at=generated,
+            heading=f"{name}项目清单（{len(part)}个）",
+            headers=section.headers,
+            rows_html=Markup("\n".join(part["_row"])),
+        )
+        file.write_text(render("disclosure.html", ctx), encoding="utf-8")
+        pages.append(file)
+        done = int((part["status"] == "已竣工").sum())
+        links.append((name, f"公示/{file.name}", f"项目{len(part)}个，已竣工{done}个"))
+    inline = len(frame) <= INLINE_DISCLOSURE_ROWS
+    index = DisclosureContext(
+        title=f"全面改薄项目进展公示（{data.label}）",
+        period_label=data.label,
+        generated_at=generated,
+        heading=f"全部项目（{len(frame)}个）",
+        headers=section.headers,
+        rows_html=Markup("\n".join(frame["_row"])) if inline else Markup(""),
+        links=links,
+    )
+    index_path.write_text(render("disclosure.html", index), encoding="utf-8")
+    return [index_path, *pages]
+
+
+def write_letters(data: PackData, out_dir: Path) -> dict[str, LetterFiles]:
+    """Each county's letter (HTML + XLSX) under ``out_dir/letters/``."""
+    letter_dir = out_dir / "letters"
+    letter_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, LetterFiles] = {}
+    for code, (ctx, secs) in letter_sections(data).items():
+        base = f"{safe_name(code)}_{safe_name(ctx.county_name)}_全面改薄核查通知{data.label}"
+        html_path, xlsx_path = letter_dir / f"{base}.html", letter_dir / f"{base}.xlsx"
+        html_path.write_text(render("letter.html", ctx), encoding="utf-8")
+        write_workbook(xlsx_path, secs, title_zh=ctx.title)
+        files[code] = LetterFiles(code, ctx.county_name, html_path, xlsx_path)
+    return files
+
+
 def write_pack(data: PackData, out_dir: Path, changes: list[str], th: Thresholds, letters: bool = True) -> PackResult:
     """Render the pack, the 公示 and (optionally) every county letter into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -658,26 +718,9 @@ def write_pack(data: PackData, out_dir: Path, changes: list[str], th: Thresholds
     ]
     write_workbook(files["xlsx"], sections, images={"完成情况图": png}, title_zh=f"全面改薄联席会议材料（{data.label}）")
     write_disclosure_csv(data.disclosure, files["disclosure_csv"])
-    files["disclosure_html"].write_text(
-        render(
-            "disclosure.html",
-            DisclosureContext(
-                title=f"全面改薄项目进展公示（{data.label}）", period_label=data.label, generated_at=now_label(), table=data.disclosure
-            ),
-        ),
-        encoding="utf-8",
-    )
+    write_disclosure_html(data, out_dir, files["disclosure_html"])
     files["manifest"].write_text(manifest_json(data.manifest), encoding="utf-8")
-    letter_files: dict[str, LetterFiles] = {}
-    if letters:
-        letter_dir = out_dir / "letters"
-        letter_dir.mkdir(exist_ok=True)
-        for code, (ctx, secs) in letter_sections(data).items():
-            base = f"{safe_name(code)}_{safe_name(ctx.county_name)}_全面改薄核查通知{data.label}"
-            html_path, xlsx_path = letter_dir / f"{base}.html", letter_dir / f"{base}.xlsx"
-            html_path.write_text(render("letter.html", ctx), encoding="utf-8")
-            write_workbook(xlsx_path, secs, title_zh=ctx.title)
-            letter_files[code] = LetterFiles(code, ctx.county_name, html_path, xlsx_path)
+    letter_files = write_letters(data, out_dir) if letters else {}
     counts = data.exceptions["category"].value_counts().to_dict() if len(data.exceptions) else {}
     log.info("pack %s written to %s (%d letters)", data.period, out_dir, len(letter_files))
     return PackResult(
@@ -711,17 +754,18 @@ def store_marts(engine: sa.Engine, period: str, exceptions: pd.DataFrame, scorec
 
 
 def build_pack(
-    engine: sa.Engine,
+    warehouse: Any,
     period: str,
     out_dir: Path,
     th: Thresholds,
     weights: ScoreWeights,
     letters: bool = True,
 ) -> PackResult:
-    """Read the warehouse, compute, store the marts and manifest, write the files."""
+    """Read the warehouse (a ``Warehouse`` or an engine), compute, store marts and manifest, write files."""
     periods.check_period(period)
+    engine: sa.Engine = warehouse if isinstance(warehouse, sa.Engine) else warehouse.engine
     ensure_tables(engine)
-    inputs = load_inputs(engine, period, th.history_periods)
+    inputs = load_inputs(warehouse, period, th.history_periods)
     data = compute_pack(inputs, th, weights)
     previous = latest_manifest(engine, period)
     changes = diff_manifests(previous, data.manifest, data.county_names)

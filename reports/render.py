@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from reports.sections import Section
 
@@ -72,7 +73,10 @@ class DisclosureContext:
     title: str
     period_label: str
     generated_at: str
-    table: Section
+    heading: str
+    headers: list[str]
+    rows_html: Markup  # rows escaped cell by cell by reports.sections.html_row_strings
+    links: list[tuple[str, str, str]] = field(default_factory=list)  # (label, relative href, note)
 
 
 @dataclass(frozen=True)

@@ -98,3 +98,39 @@ def inert_csv_text(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
+
+
+def escape_html(series: pd.Series) -> pd.Series:
+    """Vectorised HTML escaping (& < > " ') of a string Series, as markupsafe.escape does per value."""
+    s = series.astype(str)
+    for raw, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;")):
+        s = s.str.replace(raw, entity, regex=False)
+    return s
+
+
+def display_series(series: pd.Series, fmt: Fmt) -> pd.Series:
+    """:func:`display` over a whole column (vectorised where it pays)."""
+    missing = series.isna()
+    if fmt == "text":
+        out = series.astype(object).where(~missing, "—").astype(str)
+    elif fmt == "date":
+        out = pd.to_datetime(series, errors="coerce").dt.strftime("%Y-%m-%d").astype(object).where(~missing, "—")
+    else:
+        x = pd.to_numeric(series, errors="coerce")
+        spec = {"pct": "{:.1f}%", "pp": "{:+.1f}个百分点", "int": "{:,.0f}", "num0": "{:,.0f}"}.get(fmt, "{:,.2f}")
+        scaled = x * 100 if fmt in ("pct", "pp") else x
+        out = scaled.map(lambda v: "—" if pd.isna(v) else spec.format(v))
+    return out.fillna("—").astype(str)
+
+
+def html_row_strings(section: Section) -> pd.Series:
+    """One ``<tr>…</tr>`` per row of ``section``, every cell escaped: for tables too big for a template loop."""
+    td = "<td style=\"border:1px solid #e1e6eb;padding:3px 6px;\">"
+    td_num = "<td style=\"border:1px solid #e1e6eb;padding:3px 6px;text-align:right;white-space:nowrap;\">"
+    if section.frame.empty:
+        return pd.Series(dtype=str)
+    rows = pd.Series("<tr>", index=section.frame.index)
+    for c in section.columns:
+        cell = escape_html(display_series(section.frame[c.key], c.fmt))
+        rows = rows + (td if c.fmt in ("text", "date") else td_num) + cell + "</td>"
+    return rows + "</tr>"

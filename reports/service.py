@@ -39,7 +39,7 @@ def make_pack(period: str, settings: Settings, out: str | Path | None = None, wa
     wh = warehouse or open_warehouse(settings)
     out_dir = Path(out) if out else settings.reports_dir / period
     return build_pack(
-        wh.engine,
+        wh,
         period,
         out_dir,
         load_thresholds(settings.thresholds),
