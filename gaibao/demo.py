@@ -924,10 +924,11 @@ def _inject_progress_faults(
           steady("340304", "2018-07", COMPLETED), negate_invest)  # fmt: skip
 
     def overfund(r: dict[str, Any]) -> Any:
-        r["funds_local_wan"] = round(r["funds_local_wan"] + 50.0, 2)
-        return r["funds_local_wan"]
+        r["funds_central_wan"] = round(r["funds_central_wan"] + 50.0, 2)
+        return r["funds_central_wan"]
 
-    fault("FUNDS_EXCEED_INVEST", "340321", "2018-02", "funds_local_wan", st(COMPLETED), overfund)
+    # Cross-column rules are reported on the column whose row of the contract states them.
+    fault("FUNDS_EXCEED_INVEST", "340321", "2018-02", "funds_central_wan", st(COMPLETED), overfund)
     fault("ACTUAL_START_MISSING", "340302", "2018-05", "actual_start",
           lambda r: r["status"] in (IN_PROGRESS, COMPLETED), setv("actual_start", None))  # fmt: skip
     fault(
@@ -1039,9 +1040,13 @@ def _inject_funding_faults(rows: dict[tuple[str, str], dict[str, Any]]) -> list[
         rows[(county, period)][column] = value
         faults.append(_Fault(rule, severity, "funding", county, period, column, 0, None, value))
 
+    # The 城区 part is overstated; the finding names the total the parts exceed.
     r = rows[("340323", "2017-05")]
-    add("FUNDING_PARTS_EXCEED_TOTAL", "error", "340323", "2017-05", "funds_urban_wan",
-        round(r["funds_total_wan"] - r["funds_rural_infra_wan"] + 100.0, 2))  # fmt: skip
+    r["funds_urban_wan"] = round(r["funds_total_wan"] - r["funds_rural_infra_wan"] + 100.0, 2)
+    faults.append(
+        _Fault("FUNDING_PARTS_EXCEED_TOTAL", "error", "funding", "340323", "2017-05", "funds_total_wan", 0, None,
+               r["funds_total_wan"])
+    )  # fmt: skip
     r = rows[("341221", "2018-03")]
     add(
         "TEACHERS_RURAL_EXCEEDS_RECRUITED",
