@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,49 +253,50 @@ def test_failure_leaves_everything_as_before(wh: Warehouse, point: str) -> None:
     assert sorted(wh.read_table("fact_progress", {"status": "在建"})["county_code"]) == ["340102", "340103", "340104"]
 
 
-def test_crash_is_recovered_from_the_journal(wh: Warehouse, warehouse_url: str) -> None:
+_KILLED_LOADER = """
+import sys
+import pandas as pd
+import warehouse.store as store
+from warehouse import Warehouse
+
+url, home, data, point = sys.argv[1:]
+store.FAIL_AT, store.FAIL_MODE = point, "exit"
+w = Warehouse(url, home)
+w.load_batch(*(pd.read_pickle(f"{data}/{n}.pkl") for n in ("subs", "facts", "issues")), kind="progress")
+"""
+
+
+@pytest.mark.parametrize("point", ["after_lake_stage", "during_lake_swap", "before_sql_commit", "after_sql_commit"])
+def test_killed_load_is_repaired_on_next_open(wh: Warehouse, warehouse_url: str, tmp_path: Path, point: str) -> None:
     old = submission_row("340102", "2017-06", "old")
     wh.load_batch(*batch((old, TWO_PROJECTS)), kind="progress")
     before = snapshot(wh)
     new = submission_row("340102", "2017-06", "new", received_at=datetime(2017, 7, 8, tzinfo=UTC))
-    # Simulate a process killed in the middle of the lake swap: the SQL transaction is lost
-    # (rolled back) but the journal, the staged files and half-moved files stay on disk.
-    store.FAIL_AT = "during_lake_swap"
-    original_undo = Warehouse._undo
-    Warehouse._undo = lambda self, journal, committed: None  # the dying process undoes nothing
-    try:
-        with pytest.raises(store.InjectedFailure):
-            wh.load_batch(*batch((new, TWO_PROJECTS[:1])), kind="progress")
-    finally:
-        Warehouse._undo = original_undo
-        store.FAIL_AT = None
-    journals = list((wh.lake.root / "_journal").glob("*.json"))
-    assert len(journals) == 1
-    assert lake_files(wh) != [f"progress/period=2017-06/county=340102/{old['submission_id']}.parquet"]
+    other = submission_row("340103", "2017-06", "other")
+    subs, facts, issues = batch((new, TWO_PROJECTS[:1]), (other, TWO_PROJECTS))
+    data = tmp_path / "batch"
+    data.mkdir()
+    for name, frame in (("subs", subs), ("facts", facts), ("issues", issues)):
+        frame.to_pickle(data / f"{name}.pkl")
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_LOADER, warehouse_url, str(wh.home), str(data), point],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 75, proc.stderr
+    assert list((wh.lake.root / "_journal").glob("*.json")), "the killed load left its journal"
+
     reopened = Warehouse(warehouse_url, wh.home)  # recovery runs on open
-    assert snapshot(reopened) == before
-    reopened.close()
-
-
-def test_crash_after_commit_is_finished_on_open(wh: Warehouse, warehouse_url: str) -> None:
-    old = submission_row("340102", "2017-06", "old")
-    wh.load_batch(*batch((old, TWO_PROJECTS)), kind="progress")
-    new = submission_row("340102", "2017-06", "new", received_at=datetime(2017, 7, 8, tzinfo=UTC))
-    store.FAIL_AT = "after_sql_commit"
-    original_undo = Warehouse._undo
-    Warehouse._undo = lambda self, journal, committed: None
-    try:
-        with pytest.raises(store.InjectedFailure):
-            wh.load_batch(*batch((new, TWO_PROJECTS[:1])), kind="progress")
-    finally:
-        Warehouse._undo = original_undo
-        store.FAIL_AT = None
-    reopened = Warehouse(warehouse_url, wh.home)
-    assert reopened.read_table("warehouse_load").empty
-    assert set(reopened.read_table("fact_progress")["submission_id"]) == {new["submission_id"]}
-    assert lake_files(reopened) == [f"progress/period=2017-06/county=340102/{new['submission_id']}.parquet"]
-    assert not list((wh.lake.root / "_journal").glob("*.json"))
-    assert not (wh.lake.root / "_trash").exists() or not any((wh.lake.root / "_trash").iterdir())
+    assert not list((wh.lake.root / "_journal").glob("*"))
+    if point == "after_sql_commit":  # committed: the load is finished, not undone
+        assert reopened.read_table("warehouse_load").empty
+        assert set(reopened.read_table("fact_progress")["submission_id"]) == {new["submission_id"], other["submission_id"]}
+        assert lake_files(reopened) == [
+            f"progress/period=2017-06/county=340102/{new['submission_id']}.parquet",
+            f"progress/period=2017-06/county=340103/{other['submission_id']}.parquet",
+        ]
+        assert not any(p.is_file() for p in (wh.lake.root / "_trash").rglob("*"))
+    else:
+        assert snapshot(reopened) == before
     reopened.close()
 
 
@@ -312,6 +315,10 @@ def test_previous_rows_reads_latest_earlier_accepted_period(wh: Warehouse) -> No
         ("340103", "2017-04", "P1"),
     ]
     assert prev["completed_area_m2"].dtype == "float64"
+    assert prev["reporter"].tolist() == ["张三"] * 3
+    few = wh.previous_rows("progress", "2017-06", ["340102"], columns=["project_id", "status"])
+    assert set(few.columns) == {"submission_id", "row_number", "period", "county_code", "project_id", "status"}
+    assert few["project_id"].tolist() == ["P1"]
     assert wh.previous_rows("progress", "2017-04", ["340102"]).empty
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
@@ -57,8 +58,10 @@ from warehouse.schema import (
 
 log = logging.getLogger(__name__)
 
-# Failure injection for tests: set to one of FAIL_POINTS and load_batch raises there.
+# Failure injection for tests: set to one of FAIL_POINTS and load_batch raises there; with
+# FAIL_MODE = "exit" the process dies there instead (os._exit: no cleanup, like a kill -9).
 FAIL_AT: str | None = None
+FAIL_MODE: str = "raise"
 FAIL_POINTS = ("after_lake_stage", "after_journal", "during_lake_swap", "before_sql_commit", "after_sql_commit")
 
 CHUNK_ROWS = 50_000
@@ -72,6 +75,8 @@ class InjectedFailure(RuntimeError):
 
 def _maybe_fail(point: str) -> None:
     if point == FAIL_AT:
+        if FAIL_MODE == "exit":
+            os._exit(75)
         raise InjectedFailure(point)
 
 
@@ -357,8 +362,15 @@ class Warehouse:
         where = {k: v for k, v in (("period", period), ("county_code", county), ("kind", kind)) if v is not None}
         return self.read_table("submission", where)
 
-    def previous_rows(self, kind: str, period: str, counties: Iterable[str] | None = None) -> pd.DataFrame:
-        """For each county, the accepted fact rows of its latest accepted period before ``period``."""
+    def previous_rows(
+        self, kind: str, period: str, counties: Iterable[str] | None = None, columns: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """For each county, the accepted fact rows of its latest accepted period before ``period``.
+
+        Read from the lake (one small Parquet file per county). ``columns`` limits the columns
+        read (the cross-period rules need only a few; reading fewer is proportionally faster);
+        ``submission_id``, ``county_code``, ``period`` and ``row_number`` are always included.
+        """
         table = FACT_TABLES[kind]
         s = submission
         base = sa.select(s.c.county_code, s.c.period, s.c.submission_id).where(
@@ -372,6 +384,12 @@ class Warehouse:
                 for chunk in _chunks(sorted(set(counties))):
                     rows.extend(tuple(r) for r in conn.execute(base.where(s.c.county_code.in_(chunk))).all())
         schema = arrow_schema(table)
+        if columns is not None:
+            wanted = {"submission_id", "county_code", "period", "row_number", *columns}
+            unknown = wanted - set(schema.names)
+            if unknown:
+                raise ValueError(f"{table.name} has no columns {sorted(unknown)}")
+            schema = pa.schema([f for f in schema if f.name in wanted])
         if not rows:
             return schema.empty_table().to_pandas(date_as_object=False)
         latest = pd.DataFrame(rows, columns=["county_code", "period", "submission_id"])
@@ -387,9 +405,9 @@ class Warehouse:
                 for chunk in _chunks([sid for _, sid in missing]):
                     res = conn.execute(sa.select(table).where(table.c.submission_id.in_(chunk)))
                     frame = pd.DataFrame(res.all(), columns=list(res.keys()))
-                    parts.append(frame_to_arrow(frame, table))
-        out = pa.concat_tables(parts).sort_by([("county_code", "ascending"), ("row_number", "ascending")])
-        return out.to_pandas(date_as_object=False)
+                    parts.append(frame_to_arrow(frame, table).select(schema.names))
+        # Files are read in county order and hold their rows in file order: no sort needed.
+        return pa.concat_tables(parts).to_pandas(date_as_object=False)
 
     # -- reference data -------------------------------------------------------------------
     def load_divisions(self, frame: pd.DataFrame) -> int:
@@ -433,7 +451,10 @@ class Warehouse:
         acc = acc.sort_values(["_rt", "submission_id"], na_position="first")
         batch_winner = acc.drop_duplicates(["county_code", "period"], keep="last")
         batch_winner_ids = set(batch_winner["submission_id"])
-        facts = facts[facts["submission_id"].isin(batch_winner_ids)] if len(facts) else facts
+        if len(facts):
+            keep = facts["submission_id"].isin(batch_winner_ids)
+            if not keep.all():  # avoid copying a million rows when nothing is dropped
+                facts = facts[keep]
         fact_data = frame_to_arrow(facts, fact_table)
         issue_data = self._prepare_issues(issues, subs, kind)
 
@@ -593,8 +614,10 @@ class Warehouse:
             r["loaded_at"] = _utc(r["loaded_at"]).to_pydatetime()
         if sub_records:
             conn.execute(s.insert(), sub_records)
-        keep = pa.array(fact_data["submission_id"].to_pylist() if fact_data.num_rows else [], pa.string())
-        facts_in = fact_data.filter(pa.compute.is_in(keep, value_set=pa.array(sorted(winner_ids), pa.string()))) if fact_data.num_rows else fact_data
+        facts_in = fact_data
+        if fact_data.num_rows and len(winner_ids) < len(staged):  # some batch winners lost to newer returns
+            mask = pc.is_in(fact_data["submission_id"], value_set=pa.array(sorted(winner_ids), pa.string()))
+            facts_in = fact_data.filter(mask)
         n_facts = bulk_insert(conn, fact_table, facts_in)
         n_issues = bulk_insert(conn, dq_issue, issue_data)
         conn.execute(
@@ -672,9 +695,6 @@ class Warehouse:
     def _finish(self, journal: _Journal) -> None:
         lakemod.remove_tree(self.lake.trash_dir(journal.load_id))
         lakemod.remove_tree(self.lake.staging_dir(journal.load_id))
-        for src, dst in journal.data.get("moves", []):
-            if src.startswith("_staging/") or dst.startswith("_trash/"):
-                lakemod.prune_empty_dirs(self.lake.absolute(src).parent, self.lake.root)
         with self.engine.begin() as conn:
             conn.execute(warehouse_load.delete().where(warehouse_load.c.load_id == journal.load_id))
         journal.remove()
