@@ -284,8 +284,8 @@ def _by_unique(arr: pa.Array, typer: Any) -> tuple[np.ndarray, np.ndarray]:
             else np.full(len(arr), np.datetime64("NaT"), dtype="datetime64[D]")
         )
         return empty, np.zeros(len(arr), dtype=bool)
-    out = values[positions]
-    out = np.where(present, out, None if values.dtype == object else np.datetime64("NaT"))
+    out: np.ndarray = values[positions]
+    out[~present] = None if values.dtype == object else np.datetime64("NaT")
     return out, present & np.asarray(bad)[positions]
 
 

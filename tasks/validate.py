@@ -420,8 +420,7 @@ def _finish(findings: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
     )
     findings = findings.reset_index(drop=True)[FINDING_COLUMNS]
     for name in ("project_id", "value", "column_name"):
-        values = findings[name].to_numpy(dtype=object)
-        findings[name] = np.where(pd.isna(values), None, values).astype(object)
+        findings[name] = _none_for_na(findings[name].to_numpy(dtype=object))
     findings["row_number"] = findings["row_number"].astype("Int64")
     findings["is_explained"] = findings["is_explained"].astype(bool)
     return findings
@@ -450,8 +449,7 @@ class _MessageContext:
     def written(self, column: str, keys: np.ndarray) -> np.ndarray:
         """The values of ``column`` at ``keys`` as the clerk wrote them (None where empty)."""
         if self.raw is not None and column in self.raw.columns:
-            values = self.raw[column].to_numpy(dtype=object)[keys]
-            return np.where(pd.isna(values), None, values).astype(object)
+            return _none_for_na(self.raw[column].to_numpy(dtype=object)[keys])
         source = self.helpers.get(column)
         if source is None:
             source = self.typed[column]
@@ -518,6 +516,12 @@ class _MessageContext:
                 "is_explained": False,
             }
         )
+
+
+def _none_for_na(values: np.ndarray) -> np.ndarray:
+    out = np.array(values, dtype=object, copy=True)
+    out[pd.isna(out)] = None
+    return out
 
 
 def _template_fields(template: str) -> list[str]:

@@ -47,6 +47,9 @@ ROW = {
 KNOWN = {"340321", "340322", "340323", "340324", "340325", "340326", "340327", "340328"}
 RECEIVED = datetime(2017, 7, 3, 8, 0, tzinfo=UTC)
 
+# One worker runs the whole module: its batch fixtures (one GX call each) are built once.
+pytestmark = pytest.mark.xdist_group("judge")
+
 
 def write_csv(path: Path, rows: list[dict], total: dict | None = None, title: str | None = None) -> Path:
     """A county's CSV as counties send it: a title row, Chinese headers, optional 合计 row."""

@@ -11,6 +11,9 @@ from tasks.normalise import concat_returns, normalise_frame
 from tasks.read import ParsedReturn
 from tasks.validate import EXPECTATIONS_DIR, load_suite, rules_version, validate_batch
 
+# One worker runs the whole module: its batch fixtures (one GX call each) are built once.
+pytestmark = pytest.mark.xdist_group("rules")
+
 GOOD_PROGRESS = {
     "period": "2017-06",
     "county_code": "340321",
