@@ -414,14 +414,14 @@ def generate_national(
         )
         teachers = rng.integers(200, 2000, n)
         rural = (teachers * rng.uniform(0.5, 0.85, n)).astype(int)
-        for i, code in enumerate(codes):
+        for j, code in enumerate(codes):
             line = (
-                f"{period},{code},{total[i]},{parts[i, 0]},{parts[i, 1]},{parts[i, 2]},{parts[i, 3]},"
-                f"{round(parts[i, 3] / 4.4, 1)},{teachers[i]},{rural[i]},{round(float(total[i]) * 0.03, 0)}\n"
+                f"{period},{code},{total[j]},{parts[j, 0]},{parts[j, 1]},{parts[j, 2]},{parts[j, 3]},"
+                f"{round(parts[j, 3] / 4.4, 1)},{teachers[j]},{rural[j]},{round(float(total[j]) * 0.03, 0)}\n"
             )
             path = inbox / code / f"{code}_funding_{period}.csv"
             path.write_text(fheaders + line, encoding="utf-8")
-            os.utime(path, (received[i] + 600, received[i] + 600))
+            os.utime(path, (received[j] + 600, received[j] + 600))
             funding_files += 1
     index = {c: i for i, c in enumerate(codes)}
     for path in paths:

@@ -964,9 +964,8 @@ def _inject_progress_faults(
         r["completed_area_m2"] = float(round(r["completed_area_m2"] / 10))
         return r["completed_area_m2"]
 
-    rs, nxt = rows[("341282", "2018-09")], None
-    fault_pred = both(is_b, steady("341282", "2018-09", COMPLETED))
-    i = _find(rs, used, fault_pred)
+    rs = rows[("341282", "2018-09")]
+    i = _find(rs, used, both(is_b, steady("341282", "2018-09", COMPLETED)))
     value = typo_area(rs[i])
     faults.append(_Fault("REGRESSION", "warning", "progress", "341282", "2018-09", "completed_area_m2", i,
                          rs[i]["project_id"], value))  # fmt: skip
@@ -983,7 +982,6 @@ def _inject_progress_faults(
     total_adjust[("341202", "2018-09")] = {"completed_invest_wan": 12.5}
     faults.append(_Fault("TOTAL_MISMATCH", "warning", "progress", "341202", "2018-09", "completed_invest_wan", None,
                          None, 12.5))  # fmt: skip
-    del nxt
     return faults, total_adjust
 
 

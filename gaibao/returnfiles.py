@@ -221,8 +221,8 @@ def _cell(col: Column, value: Any, style: FileStyle) -> Any:
         return format_period(value, style)
     if isinstance(value, str):
         return value  # written as given: deliberate bad values, codes, text
-    if col.type == "date":
-        return value if isinstance(value, date) else value
+    if col.type == "date" and isinstance(value, date):
+        return value
     if col.type in ("number", "int") and isinstance(value, (int, float)):
         factor = unit_factor(col, style)
         return value * factor if factor != 1.0 else value
@@ -258,7 +258,7 @@ def _json_value(col: Column, cell: Any, style: FileStyle) -> Any:
 # Layout shared by CSV and XLSX
 
 
-def kind_columns(kind: str, rows: Sequence[Mapping[str, Any]] | None = None) -> tuple[Column, ...]:
+def kind_columns(kind: str) -> tuple[Column, ...]:
     """The contract's columns of ``kind`` that a file carries: all of them (the template)."""
     return COLUMNS[kind]
 
@@ -367,24 +367,24 @@ def write_return(
     """
     if kind not in COLUMNS:
         raise ValueError(f"unknown kind {kind!r}")
-    rows = [dict(r) for r in rows]
+    data: list[dict[str, Any]] = [dict(r) for r in rows]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if period is None and rows:
-        period = str(rows[0].get("period") or "")
+    if period is None and data:
+        period = str(data[0].get("period") or "")
     if title is None and period:
         title = default_title(kind, county_name, period)
     if note is None:
         note = default_note(county_name, style)
     if style.fmt == "json":
-        return _write_json(path, kind, rows, style)
+        return _write_json(path, kind, data, style)
     lines, headers, row_numbers, header_row, total_row, totals = _layout(
-        kind, rows, style, title, note, total_adjust
+        kind, data, style, title, note, total_adjust
     )
     if style.fmt == "csv":
-        _write_csv(path, kind, rows, style, lines, headers, totals)
+        _write_csv(path, kind, data, style, lines, headers, totals)
     else:
-        _write_xlsx(path, kind, rows, style, lines, headers, totals, created)
+        _write_xlsx(path, kind, data, style, lines, headers, totals, created)
     return WrittenFile(
         path=path,
         kind=kind,
