@@ -106,7 +106,7 @@ def submission_id(
 ) -> str:
     """``sha256("{kind}|{county_code}|{period}|{sha256}|{rules_version}")[:20]``."""
     version = version or rules_version()
-    text = f"{kind}|{county_code or ''}|{period or ''}|{sha256}|{version}"
+    text = f"{kind}|{county_code}|{period}|{sha256}|{version}"  # as warehouse.store.make_submission_id
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
@@ -155,6 +155,7 @@ def judge_batch(
     if kind != "plan":
         expected = {sid: (c.county_code, c.period) for sid, c in ordered if sid not in refusals}
         refusals.update(_file_refusals(kind, typed, expected, known_counties))
+    _fill_from_file(subs, typed)
 
     keep = ~typed[SUBMISSION_ID].isin(list(refusals)).to_numpy()
     typed, raw = typed[keep].reset_index(drop=True), raw[keep].reset_index(drop=True)
@@ -296,6 +297,18 @@ def _submission_record(sid: str, cand: Candidate, version: str, due_day: int, tz
         "unknown_columns": json.dumps(list(cand.parsed.unknown_columns), ensure_ascii=False),
         "loaded_at": None,
     }
+
+
+def _fill_from_file(subs: dict[str, dict], typed: pd.DataFrame) -> None:
+    """A submission whose source did not name its county or period takes the file's own."""
+    for column in ("county_code", "period"):
+        missing = [sid for sid, record in subs.items() if record[column] is None]
+        if not missing:
+            continue
+        values = typed.loc[typed[SUBMISSION_ID].isin(missing), [SUBMISSION_ID, column]].dropna()
+        first = values.drop_duplicates(SUBMISSION_ID).set_index(SUBMISSION_ID)[column].to_dict()
+        for sid in missing:
+            subs[sid][column] = first.get(sid)
 
 
 def _file_refusals(

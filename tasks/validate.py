@@ -456,6 +456,21 @@ class _MessageContext:
         shown = _fmt_values(source.iloc[keys])
         return shown
 
+    def quoted(self, column: str, keys: np.ndarray) -> np.ndarray:
+        """Another column's value for a message that labels it in the canonical unit: as
+        written, except where the clerk's header used another unit (then the converted value)."""
+        shown = self.written(column, keys)
+        if self.raw is None or not self.unit_factors or column in self.helpers:
+            return shown
+        sids = self.typed[SUBMISSION_ID].to_numpy(dtype=object)[keys]
+        converted = [sid for sid, f in self.unit_factors.items() if f.get(column, 1.0) != 1.0]
+        if converted:
+            mask = np.isin(sids, converted)
+            if mask.any():
+                shown = shown.copy()
+                shown[mask] = _fmt_values(self.typed[column].iloc[keys[mask]])
+        return shown
+
     def label(self, column: str, keys: np.ndarray) -> np.ndarray:
         """The column's Chinese label, with the unit of the clerk's header where it differed."""
         base = contract.label_zh(self.kind, column)
@@ -502,7 +517,7 @@ class _MessageContext:
             if extra and name in extra:
                 values[name] = _display(np.asarray(extra[name], dtype=object))
             elif name in self.typed.columns or name in self.helpers:
-                values[name] = _display(self.written(name, keys))
+                values[name] = _display(self.quoted(name, keys))
         return pd.DataFrame(
             {
                 "submission_id": self.typed[SUBMISSION_ID].to_numpy(dtype=object)[keys],

@@ -212,6 +212,7 @@ def progress_findings() -> pd.DataFrame:
         {**GOOD_PROGRESS, "started_area_m2": "1200", "completed_area_m2": "1500", "planned_area_m2": "2000"}
     ]
     files["unit"] = [{**GOOD_PROGRESS, "funds_central_wan": "-10000", "funds_local_wan": "0"}]
+    files["unit-other"] = [{**GOOD_PROGRESS, "completed_invest_wan": "400,000"}]
     files["repeated"] = [GOOD_PROGRESS, {**GOOD_PROGRESS, "project_id": "HY-002"}, GOOD_PROGRESS]
     files["twin-a"] = files["twin-b"] = [GOOD_PROGRESS]
     for rule, change in WARNINGS_TO_EXPLAIN.items():
@@ -220,7 +221,8 @@ def progress_findings() -> pd.DataFrame:
             {**GOOD_PROGRESS, **change, "project_id": "HY-2", "note": "追加扩建"},
         ]
     files["note-error"] = [{**GOOD_PROGRESS, "funds_local_wan": "-1", "note": "说明"}]
-    return run_batch("progress", files, factors={"unit": {"funds_central_wan": 1e-4}})
+    factors = {"unit": {"funds_central_wan": 1e-4}, "unit-other": {"completed_invest_wan": 1e-4}}
+    return run_batch("progress", files, factors=factors)
 
 
 def of(findings: pd.DataFrame, sid: str) -> pd.DataFrame:
@@ -265,6 +267,14 @@ def test_message_names_the_unit_of_the_clerks_header(progress_findings: pd.DataF
     assert of(progress_findings, "unit")["message"].tolist() == [
         "第3行「其中：中央资金（元）」为 -10000，是负数：该项不能小于 0，请核对后重新报送。"
     ]
+
+
+def test_other_columns_in_a_message_are_quoted_in_the_labelled_unit(progress_findings: pd.DataFrame) -> None:
+    found = of(progress_findings, "unit-other")
+    assert found[["rule", "column_name", "value"]].values.tolist() == [
+        ["E_FUNDS_OVER_COMPLETED", "funds_central_wan", "20"]
+    ]
+    assert "「完成投资（万元）」40：" in found["message"].iloc[0]
 
 
 def test_repeated_project_id_within_a_file(progress_findings: pd.DataFrame) -> None:
