@@ -121,11 +121,13 @@ def plan_load(
     cycle: Annotated[Optional[str], typer.Option("--cycle", help="规划期, when the file has none")] = None,  # noqa: UP007
 ) -> None:
     """Load the five-year plan reference (ref_plan)."""
+    from tasks.ingest import seed_divisions
     from tasks.plan import load_plan_file
     from warehouse.store import Warehouse
 
     wh = Warehouse.from_settings()
     wh.upgrade()
+    seed_divisions(wh)  # the plan's counties are checked against ref_division
     outcome = load_plan_file(wh, file, default_cycle=cycle)
     typer.echo(outcome.message)
     raise typer.Exit(code=0 if outcome.ok else 1)
@@ -136,8 +138,11 @@ def db_upgrade() -> None:
     """Apply the Alembic migrations to GAIBAO_WAREHOUSE_URL."""
     from warehouse.store import Warehouse
 
+    from tasks.ingest import seed_divisions
+
     wh = Warehouse.from_settings()
     wh.upgrade()
+    seed_divisions(wh)
     from sqlalchemy.engine import make_url
 
     typer.echo(f"warehouse at head: {make_url(wh.engine.url).render_as_string(hide_password=True)}")

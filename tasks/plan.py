@@ -25,6 +25,9 @@ def load_plan_file(warehouse, path: Path, default_cycle: str | None = None) -> P
     from tasks.read import read_return
     from tasks.validate import validate_batch
 
+    from tasks.ingest import seed_divisions
+
+    seed_divisions(warehouse)
     content = Path(path).read_bytes()
     warehouse.archive.put(content)
     parsed = read_return(content, Path(path).name, kind="plan")
