@@ -134,6 +134,8 @@ def judge_batch(
 ) -> Judgement:
     """Judge every candidate file of one batch (one kind; one period unless ``plan``)."""
     version = rules_version()
+    if not known_counties and kind != "plan":
+        log.warning("no known counties given: every %s file will be refused as UNKNOWN_COUNTY", kind)
     subs: dict[str, dict] = {}
     refusals: dict[str, tuple[str, str, str | None, str | None]] = {}  # sid -> (code, reason, column, value)
     ordered: list[tuple[str, Candidate]] = []

@@ -404,17 +404,22 @@ def _dropped(kind: str, typed: pd.DataFrame, prev: pd.DataFrame) -> pd.DataFrame
 def _finish(findings: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
     """Mark explained warnings (a note on the row), order and type the columns."""
     if "note" in typed.columns and len(findings):
-        notes = typed[[SUBMISSION_ID, ROW_NUMBER, "note"]].copy()
-        notes = notes[notes["note"].notna() & (notes["note"].astype(str).str.strip() != "")]
-        noted = set(zip(notes[SUBMISSION_ID].astype(str), notes[ROW_NUMBER].astype("int64"), strict=True))
-        if noted:
-            pairs = zip(findings["submission_id"], findings["row_number"], strict=True)
-            has_note = np.fromiter(
-                ((s, int(r)) in noted if pd.notna(r) else False for s, r in pairs),
-                dtype=bool,
-                count=len(findings),
+        note = typed["note"]
+        has_note = (note.notna() & (note.astype(str).str.strip() != "")).to_numpy()
+        if has_note.any():
+            noted = typed.loc[has_note, [SUBMISSION_ID, ROW_NUMBER]].astype(
+                {SUBMISSION_ID: str, ROW_NUMBER: "int64"}
             )
-            findings["is_explained"] = has_note & (findings["severity"] == "warning").to_numpy()
+            noted = noted.drop_duplicates().assign(_noted=True)
+            keys = pd.DataFrame(
+                {
+                    SUBMISSION_ID: findings["submission_id"].astype(str).to_numpy(),
+                    ROW_NUMBER: findings["row_number"].astype("Int64").fillna(-1).astype("int64").to_numpy(),
+                }
+            )
+            marked = keys.merge(noted, on=[SUBMISSION_ID, ROW_NUMBER], how="left")["_noted"]
+            warning = (findings["severity"] == "warning").to_numpy()
+            findings["is_explained"] = marked.fillna(False).to_numpy(dtype=bool) & warning
     findings = findings.sort_values(
         ["submission_id", "row_number", "rule"], kind="stable", na_position="first"
     )
