@@ -240,3 +240,95 @@ def test_outbox_is_the_default_transport(wh_fresh_log, tmp_path: Path) -> None:
     assert all(p.is_file() and p.is_relative_to(tmp_path / "outbox") for p in paths)
     msg = parse(paths[0].read_bytes())
     assert msg["X-Gaibao-Recipients"] == report.sent[0]["recipient"]
+
+
+# -- TLS and login ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (IP SAN) and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = d / "cert.pem", d / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class Login:
+    """An aiosmtpd authenticator accepting one user and password."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user.encode(), password.encode()
+        self.seen: list[bytes] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN204
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (self.user, self.password)
+        self.seen.append(auth_data.login)
+        return AuthResult(success=ok, handled=False)
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_smtp_over_tls_with_login(tls_files: tuple[Path, Path], security: str) -> None:
+    import ssl
+
+    from pydantic import SecretStr
+
+    cert, key = tls_files
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    inbox, login = Inbox(), Login("gaibao", "pass-secret")
+    port = free_port()
+    if security == "starttls":
+        controller = Controller(
+            inbox, hostname="127.0.0.1", port=port, tls_context=server_ctx, require_starttls=True,
+            authenticator=login, auth_required=True, auth_require_tls=True, auth_exclude_mechanism=["LOGIN"],
+        )
+    else:
+        controller = Controller(
+            inbox, hostname="127.0.0.1", port=port, ssl_context=server_ctx,
+            authenticator=login, auth_required=True, auth_require_tls=False, auth_exclude_mechanism=["LOGIN"],
+        )
+    controller.start()
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        sender = SmtpSender(
+            "127.0.0.1", port, security, user="gaibao", password=SecretStr("pass-secret"), ssl_context=client_ctx, attempts=1,
+            timeout_s=10,
+        )
+        msg = build_message("a@example.org", ["b@example.org"], "加密发送", "<p>正文</p>")
+        sender.send(msg, ["b@example.org"], "tls/1")
+        assert len(inbox.messages) == 1 and login.seen == [b"gaibao"]
+        wrong = SmtpSender("127.0.0.1", port, security, user="gaibao", password=SecretStr("x"), ssl_context=client_ctx, attempts=1, timeout_s=10)
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            wrong.send(msg, ["b@example.org"], "tls/2")
+        assert len(inbox.messages) == 1
+    finally:
+        controller.stop()
