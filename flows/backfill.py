@@ -5,12 +5,13 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import ingest_one_period
+from flows.hooks import notify_failure
 from gaibao.settings import get_settings
 from tasks import steps
 from tasks.ingest import RunSummary, period_range
 
 
-@flow(name="backfill", log_prints=False)
+@flow(name="backfill", on_failure=[notify_failure], log_prints=False)
 def backfill(start: str, end: str, counties: list[str] | None = None, force: bool = False) -> dict:
     """Ingest every period from ``start`` to ``end`` in order (cross-period rules depend on it).
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import ingest_one_period
+from flows.hooks import notify_failure
 from gaibao.settings import get_settings
 from tasks import steps
 from tasks.ingest import RunSummary, default_period
-from tasks.notify import notify_failure
 
 
 @flow(name="nightly-ingest", on_failure=[notify_failure], log_prints=False)
