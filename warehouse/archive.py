@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -56,18 +57,14 @@ class Archive:
                 fh.write(content)
                 fh.flush()
                 os.fsync(fh.fileno())
-            try:
-                # link() fails if the target exists: a concurrent writer of the same bytes wins,
-                # and nothing is ever overwritten (rename would silently replace).
+            # link() fails if the target exists: a concurrent writer of the same bytes wins,
+            # and nothing is ever overwritten (rename would silently replace).
+            with contextlib.suppress(FileExistsError):
                 os.link(tmp, target)
-            except FileExistsError:
-                pass
             _fsync_dir(target.parent)
         finally:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
         return sha
 
     def get(self, sha: str) -> bytes:

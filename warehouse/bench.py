@@ -26,7 +26,9 @@ from warehouse.store import Warehouse, make_submission_id
 RULES = "b" * 12
 
 
-def synthetic_batch(period: str, counties: int, rows: int, version: str, seed: int = 1) -> tuple[pd.DataFrame, ...]:
+def synthetic_batch(
+    period: str, counties: int, rows: int, version: str, seed: int = 1
+) -> tuple[pd.DataFrame, ...]:
     rng = np.random.default_rng(seed)
     codes = np.array([f"{110000 + i * 7:06d}" for i in range(counties)])
     per = np.full(counties, rows // counties)
@@ -119,7 +121,12 @@ def measure(name: str, fn: Callable[[], Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     stop.set()
     t.join()
-    out = {"step": name, "seconds": round(seconds, 2), "rss_before_mb": base >> 20, "rss_peak_mb": peak[0] >> 20}
+    out = {
+        "step": name,
+        "seconds": round(seconds, 2),
+        "rss_before_mb": base >> 20,
+        "rss_peak_mb": peak[0] >> 20,
+    }
     print(json.dumps(out, ensure_ascii=False), flush=True)
     return out
 
@@ -135,18 +142,18 @@ def main() -> None:
     url = args.url or f"sqlite:///{home / 'warehouse.db'}"
     w = Warehouse(url, home)
     w.upgrade()
-    may = synthetic_batch("2017-05", args.counties, args.rows, "a")
-    measure("load_batch new 1M", lambda: w.load_batch(*may, kind="progress"))
-    keys = may[0][["county_code", "period", "sha256", "rules_version"]].assign(kind="progress")
+    first = synthetic_batch("2017-05", args.counties, args.rows, "a")
+    measure("load_batch new 1M", lambda: w.load_batch(*first, kind="progress"))
+    keys = first[0][["county_code", "period", "sha256", "rules_version"]].assign(kind="progress")
     measure("known_submissions 2850", lambda: w.known_submissions(keys))
-    del may
-    may2 = synthetic_batch("2017-05", args.counties, args.rows, "b", seed=2)
-    measure("load_batch supersede 1M", lambda: w.load_batch(*may2, kind="progress"))
-    counties = may2[0]["county_code"].tolist()
-    del may2
-    measure("previous_rows 2850 counties, all columns", lambda: w.previous_rows("progress", "2017-06", counties))
+    first = None  # free the frames before the next batch
+    second = synthetic_batch("2017-05", args.counties, args.rows, "b", seed=2)
+    measure("load_batch supersede 1M", lambda: w.load_batch(*second, kind="progress"))
+    counties = second[0]["county_code"].tolist()
+    second = None
     rule_cols = ["project_id", "status", "started_area_m2", "completed_area_m2", "completed_invest_wan"]
-    measure("previous_rows 2850 counties, rule columns", lambda: w.previous_rows("progress", "2017-06", counties, rule_cols))
+    measure("previous_rows all columns", lambda: w.previous_rows("progress", "2017-06", counties))
+    measure("previous_rows rule columns", lambda: w.previous_rows("progress", "2017-06", counties, rule_cols))
     measure("rebuild_marts", lambda: w.rebuild_marts())
     w.close()
 

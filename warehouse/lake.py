@@ -130,7 +130,10 @@ class Lake:
         )
 
     def file_path(self, kind: str, period: str, county_code: str, submission_id: str) -> Path:
-        return self.partition_dir(kind, period, county_code) / f"{_check(submission_id, _SID_RE, 'submission_id')}.parquet"
+        return (
+            self.partition_dir(kind, period, county_code)
+            / f"{_check(submission_id, _SID_RE, 'submission_id')}.parquet"
+        )
 
     def partition_files(self, kind: str, period: str, county_code: str) -> list[Path]:
         d = self.partition_dir(kind, period, county_code)
@@ -146,10 +149,11 @@ class Lake:
         return path.relative_to(self.root).as_posix()
 
     def absolute(self, rel: str) -> Path:
-        p = (self.root / rel).resolve()
-        if not p.is_relative_to(self.root.resolve()):
+        """A journal's lake-relative path as a path under the root (never outside it)."""
+        parts = rel.split("/")
+        if rel.startswith("/") or any(part in ("", ".", "..") for part in parts):
             raise ValueError(f"path escapes the lake: {rel!r}")
-        return p
+        return self.root.joinpath(*parts)
 
     # -- writing --------------------------------------------------------------------------
     def stage(self, load_id: str, kind: str, table: pa.Table) -> dict[str, Path]:

@@ -240,25 +240,22 @@ def _sum_if(col: sa.ColumnElement, cond: sa.ColumnElement) -> sa.ColumnElement:
 
 def progress_aggregates(conn: sa.Connection, from_period: str, carry_ids: Sequence[str]) -> pd.DataFrame:
     """Σ per accepted progress submission, for periods ≥ ``from_period`` and the ``carry_ids``."""
-    f, s = fact_progress, submission
-    q = (
-        sa.select(
-            f.c.submission_id,
-            sa.func.min(f.c.county_code).label("county_code"),
-            sa.func.min(f.c.period).label("period"),
-            sa.func.count().label("projects_total"),
-            sa.func.sum(sa.case((f.c.status == NOT_STARTED, 1), else_=0)).label("projects_not_started"),
-            sa.func.sum(sa.case((f.c.status == IN_PROGRESS, 1), else_=0)).label("projects_in_progress"),
-            sa.func.sum(sa.case((f.c.status == COMPLETED, 1), else_=0)).label("projects_completed"),
-            _sum_if(f.c.planned_area_m2, f.c.project_type == BUILDING).label("planned_area_m2"),
-            _sum_if(f.c.started_area_m2, f.c.project_type == BUILDING).label("started_area_m2"),
-            _sum_if(f.c.completed_area_m2, f.c.project_type == BUILDING).label("completed_area_m2"),
-            _sum_if(f.c.completed_invest_wan, f.c.project_type == EQUIPMENT).label("completed_equipment_wan"),
-            sa.func.sum(f.c.planned_invest_wan).label("planned_invest_wan"),
-            sa.func.sum(f.c.completed_invest_wan).label("completed_invest_wan"),
-        )
-        .group_by(f.c.submission_id)
-    )
+    f = fact_progress
+    q = sa.select(
+        f.c.submission_id,
+        sa.func.min(f.c.county_code).label("county_code"),
+        sa.func.min(f.c.period).label("period"),
+        sa.func.count().label("projects_total"),
+        sa.func.sum(sa.case((f.c.status == NOT_STARTED, 1), else_=0)).label("projects_not_started"),
+        sa.func.sum(sa.case((f.c.status == IN_PROGRESS, 1), else_=0)).label("projects_in_progress"),
+        sa.func.sum(sa.case((f.c.status == COMPLETED, 1), else_=0)).label("projects_completed"),
+        _sum_if(f.c.planned_area_m2, f.c.project_type == BUILDING).label("planned_area_m2"),
+        _sum_if(f.c.started_area_m2, f.c.project_type == BUILDING).label("started_area_m2"),
+        _sum_if(f.c.completed_area_m2, f.c.project_type == BUILDING).label("completed_area_m2"),
+        _sum_if(f.c.completed_invest_wan, f.c.project_type == EQUIPMENT).label("completed_equipment_wan"),
+        sa.func.sum(f.c.planned_invest_wan).label("planned_invest_wan"),
+        sa.func.sum(f.c.completed_invest_wan).label("completed_invest_wan"),
+    ).group_by(f.c.submission_id)
     return _aggregate(conn, q, f, from_period, carry_ids)
 
 
@@ -273,7 +270,9 @@ def funding_aggregates(conn: sa.Connection, from_period: str, carry_ids: Sequenc
     return _aggregate(conn, q, f, from_period, carry_ids)
 
 
-def _aggregate(conn: sa.Connection, q: sa.Select, f: sa.Table, from_period: str, carry_ids: Sequence[str]) -> pd.DataFrame:
+def _aggregate(
+    conn: sa.Connection, q: sa.Select, f: sa.Table, from_period: str, carry_ids: Sequence[str]
+) -> pd.DataFrame:
     frames = []
     res = conn.execute(q.where(f.c.period >= from_period))
     frames.append(pd.DataFrame(res.all(), columns=list(res.keys())))
@@ -319,7 +318,9 @@ def rebuild(conn: sa.Connection, from_period: str | None = None) -> dict[str, in
     sub_counties = {r[0] for r in conn.execute(sa.select(s.c.county_code).distinct())}
     plans = pd.DataFrame(conn.execute(sa.select(ref_plan)).all(), columns=[c.name for c in ref_plan.columns])
     counties = sorted(sub_counties | set(plans["county_code"]))
-    divisions = pd.DataFrame(conn.execute(sa.select(ref_division)).all(), columns=[c.name for c in ref_division.columns])
+    divisions = pd.DataFrame(
+        conn.execute(sa.select(ref_division)).all(), columns=[c.name for c in ref_division.columns]
+    )
 
     progress = progress_aggregates(conn, start, _latest_before(conn, "progress", start))
     funding = funding_aggregates(conn, start, _latest_before(conn, "funding", start))
@@ -331,7 +332,11 @@ def rebuild(conn: sa.Connection, from_period: str | None = None) -> dict[str, in
     from warehouse.store import bulk_insert
 
     counts = {}
-    for table, frame in ((mart_county_progress, county), (mart_city_progress, city), (mart_county_funding, fund)):
+    for table, frame in (
+        (mart_county_progress, county),
+        (mart_city_progress, city),
+        (mart_county_funding, fund),
+    ):
         conn.execute(table.delete().where(table.c.period >= start))
         counts[table.name] = bulk_insert(conn, table, frame_to_arrow(frame, table))
     log.info("marts rebuilt from %s to %s: %s", start, last, counts)

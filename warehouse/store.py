@@ -62,7 +62,13 @@ log = logging.getLogger(__name__)
 # FAIL_MODE = "exit" the process dies there instead (os._exit: no cleanup, like a kill -9).
 FAIL_AT: str | None = None
 FAIL_MODE: str = "raise"
-FAIL_POINTS = ("after_lake_stage", "after_journal", "during_lake_swap", "before_sql_commit", "after_sql_commit")
+FAIL_POINTS = (
+    "after_lake_stage",
+    "after_journal",
+    "during_lake_swap",
+    "before_sql_commit",
+    "after_sql_commit",
+)
 
 CHUNK_ROWS = 50_000
 IN_CHUNK = 900  # bound parameters per IN (...) list
@@ -126,7 +132,9 @@ def _py(value: Any) -> Any:
 
 def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict[str, Any]]:
     cols = [c for c in columns if c in frame.columns]
-    return [{c: _py(v) for c, v in zip(cols, row, strict=True)} for row in frame[cols].itertuples(index=False)]
+    return [
+        {c: _py(v) for c, v in zip(cols, row, strict=True)} for row in frame[cols].itertuples(index=False)
+    ]
 
 
 def _utc(value: Any) -> pd.Timestamp | None:
@@ -173,7 +181,10 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> int:
         raw = conn.connection.driver_connection
         col_sql = ", ".join(f'"{c}"' for c in cols)  # names from our own schema, never from data
         opts = pacsv.WriteOptions(include_header=False, batch_size=CHUNK_ROWS)
-        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({col_sql}) FROM STDIN WITH (FORMAT csv)') as cp:
+        with (
+            raw.cursor() as cur,
+            cur.copy(f'COPY "{table.name}" ({col_sql}) FROM STDIN WITH (FORMAT csv)') as cp,
+        ):
             for batch in data.to_batches(max_chunksize=CHUNK_ROWS):
                 sink = pa.BufferOutputStream()
                 pacsv.write_csv(pa.Table.from_batches([batch]), sink, write_options=opts)
@@ -301,18 +312,28 @@ class Warehouse:
                     lock_ids = sorted({_lock_key(*k) for k in keys})
                     if lock_ids:
                         conn.execute(
-                            sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, i) ORDER BY i"),
+                            sa.text(
+                                "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, i) ORDER BY i"
+                            ),
                             {"keys": lock_ids},
                         ).fetchall()
                 yield conn
 
     # -- identity -------------------------------------------------------------------------
-    def known_submission(self, kind: str, county_code: str, period: str, sha256: str, rules_version: str) -> str | None:
+    def known_submission(
+        self, kind: str, county_code: str, period: str, sha256: str, rules_version: str
+    ) -> str | None:
         """The submission id if these bytes were already judged under these rules, else None."""
         sid = make_submission_id(kind, county_code, period, sha256, rules_version)
-        return sid if sid in self.known_submissions([(kind, county_code, period, sha256, rules_version)]) else None
+        return (
+            sid
+            if sid in self.known_submissions([(kind, county_code, period, sha256, rules_version)])
+            else None
+        )
 
-    def known_submissions(self, keys: pd.DataFrame | Iterable[tuple[str, str, str, str, str]]) -> dict[str, str]:
+    def known_submissions(
+        self, keys: pd.DataFrame | Iterable[tuple[str, str, str, str, str]]
+    ) -> dict[str, str]:
         """Bulk form: keys are (kind, county_code, period, sha256, rules_version) tuples or a frame
         with those columns. Returns ``{submission_id: status}`` for the ones already recorded."""
         if isinstance(keys, pd.DataFrame):
@@ -322,7 +343,9 @@ class Warehouse:
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(ids):
-                q = sa.select(submission.c.submission_id, submission.c.status).where(submission.c.submission_id.in_(chunk))
+                q = sa.select(submission.c.submission_id, submission.c.status).where(
+                    submission.c.submission_id.in_(chunk)
+                )
                 found.update(dict(conn.execute(q).all()))
         return found
 
@@ -358,12 +381,20 @@ class Warehouse:
             result = conn.execute(sa.text(sql), params or {})
             return pd.DataFrame(result.all(), columns=list(result.keys()))
 
-    def submissions(self, period: str | None = None, county: str | None = None, kind: str | None = None) -> pd.DataFrame:
-        where = {k: v for k, v in (("period", period), ("county_code", county), ("kind", kind)) if v is not None}
+    def submissions(
+        self, period: str | None = None, county: str | None = None, kind: str | None = None
+    ) -> pd.DataFrame:
+        where = {
+            k: v for k, v in (("period", period), ("county_code", county), ("kind", kind)) if v is not None
+        }
         return self.read_table("submission", where)
 
     def previous_rows(
-        self, kind: str, period: str, counties: Iterable[str] | None = None, columns: Sequence[str] | None = None
+        self,
+        kind: str,
+        period: str,
+        counties: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """For each county, the accepted fact rows of its latest accepted period before ``period``.
 
@@ -430,7 +461,9 @@ class Warehouse:
             return bulk_insert(conn, ref_plan, data)
 
     # -- loading --------------------------------------------------------------------------
-    def load_batch(self, submissions: pd.DataFrame, facts: pd.DataFrame, issues: pd.DataFrame, kind: str) -> LoadResult:
+    def load_batch(
+        self, submissions: pd.DataFrame, facts: pd.DataFrame, issues: pd.DataFrame, kind: str
+    ) -> LoadResult:
         """Write one batch (one kind) all-or-nothing across lake and SQL; see the module docstring.
 
         ``submissions``: one row per submission (the ``submission`` columns; ``status`` is
@@ -443,7 +476,6 @@ class Warehouse:
             raise ValueError(f"not a submitted kind: {kind!r}")
         fact_table = FACT_TABLES[kind]
         subs = self._prepare_submissions(submissions, kind)
-        batch_ids = subs["submission_id"].tolist()
 
         # In-batch resolution: of several accepted submissions for one key, the newest wins.
         acc = subs[subs["status"] == "accepted"].copy()
@@ -469,7 +501,9 @@ class Warehouse:
             _maybe_fail("after_lake_stage")
             keys = sorted({(kind, c, p) for c, p in zip(subs["county_code"], subs["period"], strict=True)})
             with self._write_txn(keys) as conn:
-                result = self._load_sql(conn, load_id, kind, subs, batch_winner, fact_data, issue_data, staged, journal)
+                result = self._load_sql(
+                    conn, load_id, kind, subs, batch_winner, fact_data, issue_data, staged, journal
+                )
                 _maybe_fail("before_sql_commit")
             committed = True
             journal.write(state="committed")
@@ -540,19 +574,32 @@ class Warehouse:
             q = sa.select(s).where(s.c.kind == kind, s.c.period.in_(periods), s.c.county_code.in_(chunk))
             existing_rows.extend(conn.execute(q).mappings().all())
         for chunk in _chunks(batch_ids):
-            existing_rows.extend(conn.execute(sa.select(s).where(s.c.submission_id.in_(chunk))).mappings().all())
+            existing_rows.extend(
+                conn.execute(sa.select(s).where(s.c.submission_id.in_(chunk))).mappings().all()
+            )
         existing = pd.DataFrame([dict(r) for r in existing_rows], columns=[c.name for c in s.columns])
         existing = existing.drop_duplicates("submission_id")
         batch_keys = set(zip(subs["county_code"], subs["period"], strict=True))
-        in_keys = [(c, p) in batch_keys for c, p in zip(existing["county_code"], existing["period"], strict=True)]
-        existing = existing[pd.Series(in_keys, index=existing.index, dtype=bool) | existing["submission_id"].isin(batch_ids)]
+        in_keys = [
+            (c, p) in batch_keys for c, p in zip(existing["county_code"], existing["period"], strict=True)
+        ]
+        existing = existing[
+            pd.Series(in_keys, index=existing.index, dtype=bool) | existing["submission_id"].isin(batch_ids)
+        ]
         others = existing[~existing["submission_id"].isin(batch_ids) & (existing["status"] == "accepted")]
-        other_by_key = {(c, p): (sid, _utc(rt)) for c, p, sid, rt in others[["county_code", "period", "submission_id", "received_at"]].itertuples(index=False, name=None)}
+        other_by_key = {
+            (c, p): (sid, _utc(rt))
+            for c, p, sid, rt in others[["county_code", "period", "submission_id", "received_at"]].itertuples(
+                index=False, name=None
+            )
+        }
 
         # Winners: a batch winner beats the warehouse's accepted one unless that one is newer.
         winners: dict[tuple[str, str], str] = {}
         to_supersede: list[str] = []
-        for c, p, sid, rt in batch_winner[["county_code", "period", "submission_id", "_rt"]].itertuples(index=False, name=None):
+        for c, p, sid, rt in batch_winner[["county_code", "period", "submission_id", "_rt"]].itertuples(
+            index=False, name=None
+        ):
             other = other_by_key.get((c, p))
             if other is not None and other[1] is not None and (rt is None or other[1] > rt):
                 continue  # the warehouse already has a newer accepted return: this one is superseded
@@ -560,12 +607,18 @@ class Warehouse:
             if other is not None:
                 to_supersede.append(other[0])
         winner_ids = set(winners.values())
-        status = subs["status"].where(~((subs["status"] == "accepted") & ~subs["submission_id"].isin(winner_ids)), "superseded")
+        status = subs["status"].where(
+            ~((subs["status"] == "accepted") & ~subs["submission_id"].isin(winner_ids)), "superseded"
+        )
         subs = subs.assign(status=status)
-        prev_accepted_batch = existing[existing["submission_id"].isin(batch_ids) & (existing["status"] == "accepted")]
+        prev_accepted_batch = existing[
+            existing["submission_id"].isin(batch_ids) & (existing["status"] == "accepted")
+        ]
 
         # Partitions whose current file changes.
-        swap_keys = set(winners) | set(zip(prev_accepted_batch["county_code"], prev_accepted_batch["period"], strict=True))
+        swap_keys = set(winners) | set(
+            zip(prev_accepted_batch["county_code"], prev_accepted_batch["period"], strict=True)
+        )
         moves: list[tuple[str, str]] = []
         trash = self.lake.trash_dir(load_id)
         for c, p in sorted(swap_keys):
@@ -573,7 +626,12 @@ class Warehouse:
                 moves.append((self.lake.relative(f), self.lake.relative(trash / self.lake.relative(f))))
         for (c, p), sid in sorted(winners.items()):
             if sid in staged:
-                moves.append((self.lake.relative(staged[sid]), self.lake.relative(self.lake.file_path(kind, p, c, sid))))
+                moves.append(
+                    (
+                        self.lake.relative(staged[sid]),
+                        self.lake.relative(self.lake.file_path(kind, p, c, sid)),
+                    )
+                )
 
         # Before-image of every row this load deletes or rewrites (the fact rows are the trashed files).
         touched = sorted(set(batch_ids) | set(to_supersede))
@@ -584,7 +642,11 @@ class Warehouse:
         for chunk in _chunks(batch_ids):
             res = conn.execute(sa.select(dq_issue).where(dq_issue.c.submission_id.in_(chunk)))
             before_issue_parts.append(pd.DataFrame(res.all(), columns=list(res.keys())))
-        before_issues = pd.concat(before_issue_parts) if before_issue_parts else pd.DataFrame(columns=[c.name for c in dq_issue.columns])
+        before_issues = (
+            pd.concat(before_issue_parts)
+            if before_issue_parts
+            else pd.DataFrame(columns=[c.name for c in dq_issue.columns])
+        )
         pq.write_table(frame_to_arrow(before_issues, dq_issue), journal.image_dir / "dq_issue.parquet")
         journal.write(
             state="prepared",
@@ -607,10 +669,17 @@ class Warehouse:
             conn.execute(s.update().where(s.c.submission_id.in_(chunk)).values(status="superseded"))
         now = datetime.now(UTC)
         kept_loaded_at = dict(zip(existing["submission_id"], existing["loaded_at"], strict=True))
-        subs = subs.assign(loaded_at=[kept_loaded_at.get(sid) if _py(kept_loaded_at.get(sid)) is not None else now for sid in subs["submission_id"]])
+        subs = subs.assign(
+            loaded_at=[
+                kept_loaded_at.get(sid) if _py(kept_loaded_at.get(sid)) is not None else now
+                for sid in subs["submission_id"]
+            ]
+        )
         sub_records = _records(subs, [c.name for c in s.columns])
         for r in sub_records:
-            r["received_at"] = _utc(r.get("received_at")).to_pydatetime() if r.get("received_at") is not None else None
+            r["received_at"] = (
+                _utc(r.get("received_at")).to_pydatetime() if r.get("received_at") is not None else None
+            )
             r["loaded_at"] = _utc(r["loaded_at"]).to_pydatetime()
         if sub_records:
             conn.execute(s.insert(), sub_records)
@@ -621,7 +690,9 @@ class Warehouse:
         n_facts = bulk_insert(conn, fact_table, facts_in)
         n_issues = bulk_insert(conn, dq_issue, issue_data)
         conn.execute(
-            warehouse_load.insert().values(load_id=load_id, kind=kind, committed_at=now, submissions=len(subs), fact_rows=n_facts)
+            warehouse_load.insert().values(
+                load_id=load_id, kind=kind, committed_at=now, submissions=len(subs), fact_rows=n_facts
+            )
         )
 
         # Swap the lake partitions (inside the SQL transaction: a failure here rolls both back).
@@ -635,7 +706,9 @@ class Warehouse:
             load_id=load_id,
             kind=kind,
             accepted=sorted(winner_ids),
-            superseded=sorted(set(to_supersede) | set(subs.loc[subs["status"] == "superseded", "submission_id"])),
+            superseded=sorted(
+                set(to_supersede) | set(subs.loc[subs["status"] == "superseded", "submission_id"])
+            ),
             refused=sorted(subs.loc[subs["status"] == "refused", "submission_id"]),
             fact_rows=n_facts,
             issues=n_issues,
@@ -710,11 +783,15 @@ class Warehouse:
             if not journal.acquire(blocking=False):
                 continue  # a live load in another process or thread
             try:
-                if not journal.load():
+                if not journal.load():  # finished meanwhile
+                    with contextlib.suppress(FileNotFoundError):
+                        journal.lock_path.unlink()
                     continue
                 marker = self._marker_exists(journal.load_id)
                 state = journal.data.get("state")
-                log.warning("recovering load %s (state %s, committed marker %s)", journal.load_id, state, marker)
+                log.warning(
+                    "recovering load %s (state %s, committed marker %s)", journal.load_id, state, marker
+                )
                 if state == "compensating":
                     if marker:
                         self._compensate_sql(journal)
