@@ -84,8 +84,13 @@ def build_warehouse(home: Path, url: str, counties: int, n_periods: int, seed: i
     plan = pd.DataFrame(
         {
             "county_code": codes,
-            "plan_area_m2": pd.Series(planned).groupby(county_of).sum().reindex(codes).to_numpy() * rng.uniform(0.9, 1.4, counties),
-            "plan_equipment_wan": pd.Series(np.where(equipment, invest, 0)).groupby(county_of).sum().reindex(codes).to_numpy()
+            "plan_area_m2": pd.Series(planned).groupby(county_of).sum().reindex(codes).to_numpy()
+            * rng.uniform(0.9, 1.4, counties),
+            "plan_equipment_wan": pd.Series(np.where(equipment, invest, 0))
+            .groupby(county_of)
+            .sum()
+            .reindex(codes)
+            .to_numpy()
             * rng.uniform(0.9, 1.4, counties),
             "plan_cycle": "2014-2018",
         }
@@ -119,14 +124,20 @@ def build_warehouse(home: Path, url: str, counties: int, n_periods: int, seed: i
                 "funds_central_wan": inv / 2,
                 "funds_local_wan": inv / 2,
                 "planned_start": pd.to_datetime(planned_start),
-                "actual_start": pd.to_datetime(np.where(traj == 0, np.datetime64("NaT"), np.datetime64("2018-04-01"))),
-                "completed_date": pd.to_datetime(np.where(traj == 3, np.datetime64("2018-06-30"), np.datetime64("NaT"))),
+                "actual_start": pd.to_datetime(
+                    np.where(traj == 0, np.datetime64("NaT"), np.datetime64("2018-04-01"))
+                ),
+                "completed_date": pd.to_datetime(
+                    np.where(traj == 3, np.datetime64("2018-06-30"), np.datetime64("NaT"))
+                ),
                 "reporter": "某填报人",
                 "phone": "0551-0000000",
                 "note": None,
             }
         )
-        received = pd.Timestamp(periods.last_day(p)).tz_localize("Asia/Shanghai").tz_convert("UTC") + pd.Timedelta(days=3)
+        received = pd.Timestamp(periods.last_day(p)).tz_localize("Asia/Shanghai").tz_convert(
+            "UTC"
+        ) + pd.Timedelta(days=3)
         late = rng.random(counties) < 0.05
         rejected = rng.integers(0, 6, counties)
         subs = pd.DataFrame(
@@ -235,7 +246,9 @@ def build_warehouse(home: Path, url: str, counties: int, n_periods: int, seed: i
     wh.rebuild_marts()
     timings["rebuild marts"] = time.perf_counter() - t
     wh.close()
-    (home / "bench_pack_ready").write_text(json.dumps({"counties": counties, "rows_per_period": n, "periods": window}))
+    (home / "bench_pack_ready").write_text(
+        json.dumps({"counties": counties, "rows_per_period": n, "periods": window})
+    )
     return timings
 
 
@@ -296,14 +309,25 @@ def main(argv: list[str] | None = None) -> int:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
         print("building the national warehouse ...", flush=True)
-        print(json.dumps({k: round(v, 2) for k, v in build_warehouse(home, url, args.counties, args.periods).items()}, ensure_ascii=False), flush=True)
+        print(
+            json.dumps(
+                {k: round(v, 2) for k, v in build_warehouse(home, url, args.counties, args.periods).items()},
+                ensure_ascii=False,
+            ),
+            flush=True,
+        )
     runs = []
     for i in range(args.repeat):
         cmd = [sys.executable, __file__, "--home", str(home), "--url", url, "--one"]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
         run = json.loads(done.stdout.strip().splitlines()[-1])
         runs.append(run)
-        print(f"run {i + 1}: " + json.dumps({k: round(v, 2) for k, v in run.items()}, ensure_ascii=False), flush=True)
+        print(
+            f"run {i + 1}: " + json.dumps({k: round(v, 2) for k, v in run.items()}, ensure_ascii=False),
+            flush=True,
+        )
     medians = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
     print("median of", len(runs), json.dumps(medians, ensure_ascii=False))
     return 0

@@ -25,7 +25,9 @@ def deliver_pack_task(result: Any, resend: bool, warehouse: Any) -> Any:
 
 
 @flow(name="monthly-meeting-pack")
-def monthly_meeting_pack(period: str | None = None, send: bool = False, resend: bool = False, out: str | None = None) -> dict:
+def monthly_meeting_pack(
+    period: str | None = None, send: bool = False, resend: bool = False, out: str | None = None
+) -> dict:
     """Build the pack for ``period`` (default: last month) and, with ``send``, deliver it."""
     logger = get_run_logger()
     settings = get_settings()

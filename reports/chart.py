@@ -69,7 +69,14 @@ def county_completion_png(table: pd.DataFrame, title_zh: str) -> bytes:
         colors = ["#c0392b" if v < 60 else "#e67e22" if v < 90 else "#2e86c1" for v in area]
         ax.bar(x, area, width=0.8 if labelled else 1.0, color=colors, linewidth=0, label="校舍改造面积完成率")
         if n:
-            ax.plot(x, (df["_eq"] * 100).to_numpy(), linestyle="none", marker="." if labelled else ",", color="#27ae60", label="设备购置完成率")
+            ax.plot(
+                x,
+                (df["_eq"] * 100).to_numpy(),
+                linestyle="none",
+                marker="." if labelled else ",",
+                color="#27ae60",
+                label="设备购置完成率",
+            )
         ax.axhline(100, color="#555555", linewidth=1, linestyle="--", label="五年规划（100%）")
         ax.set_xlim(-0.6, max(n, 1) - 0.4)
         ax.set_ylim(0, max(110.0, float(area.max()) + 10 if n else 110.0))

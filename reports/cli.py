@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def pack(
-    period: str = typer.Option(None, "--period", help="报告期 YYYY-MM（默认上个月）"),
-    send: bool = typer.Option(False, "--send", help="发送材料：联席会议成员收到全套材料，各县区收到本县区核查通知"),
-    resend: bool = typer.Option(False, "--resend", help="已发送过的也重新发送"),
-    out: Path = typer.Option(None, "--out", help="输出目录（默认 $GAIBAO_HOME/reports/<period>/）"),
+    period: Annotated[str | None, typer.Option("--period", help="报告期 YYYY-MM（默认上个月）")] = None,
+    send: Annotated[
+        bool, typer.Option("--send", help="发送：联席会议成员收到全套材料，各县区只收到本县区核查通知")
+    ] = False,
+    resend: Annotated[bool, typer.Option("--resend", help="已发送过的也重新发送（含 --send）")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="输出目录（默认 $GAIBAO_HOME/reports/<period>/）")
+    ] = None,
 ) -> None:
     """生成月度联席会议材料（可选发送）。Build the monthly joint-meeting pack (optionally send it)."""
     from reports.service import run_pack
@@ -39,12 +44,16 @@ def pack(
             typer.echo(f"  失败：{f['recipient']}：{f['error']}", err=True)
         if result["failed"]:
             raise typer.Exit(1)
-    typer.echo(json.dumps({"pack_digest": result["pack_digest"], "exceptions": result["exceptions"]}, ensure_ascii=False))
+    typer.echo(
+        json.dumps(
+            {"pack_digest": result["pack_digest"], "exceptions": result["exceptions"]}, ensure_ascii=False
+        )
+    )
 
 
 def send_receipts_command(
-    period: str = typer.Option(..., "--period", help="报告期 YYYY-MM"),
-    resend: bool = typer.Option(False, "--resend"),
+    period: Annotated[str, typer.Option("--period", help="报告期 YYYY-MM")],
+    resend: Annotated[bool, typer.Option("--resend", help="已发送过的也重新发送")] = False,
 ) -> None:
     """给本期报送的各县区发送回执。Send each county that submitted its receipt."""
     from gaibao.settings import get_settings

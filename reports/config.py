@@ -123,7 +123,9 @@ class Recipients:
         if not self.county_address_pattern or not re.fullmatch(r"\d{6}", county_code):
             return None
         email = self.county_address_pattern.format(county_code=county_code)
-        name = self.county_name_pattern.format(county_name=county_name or county_code, county_code=county_code)
+        name = self.county_name_pattern.format(
+            county_name=county_name or county_code, county_code=county_code
+        )
         return Recipient(name=name, emails=(email,))
 
 

@@ -21,7 +21,14 @@ from gaibao.settings import Settings
 from reports import periods
 from reports.config import Recipient, Recipients, load_recipients, load_thresholds
 from reports.mail import Attachment, MailSender, build_message, sender_from_settings
-from reports.pack import CHART_CID, LETTER_ROW_COLUMNS, PackResult, _issue_rows, current_submission_ids, now_label
+from reports.pack import (
+    CHART_CID,
+    LETTER_ROW_COLUMNS,
+    PackResult,
+    _issue_rows,
+    current_submission_ids,
+    now_label,
+)
 from reports.render import ReceiptContext, render
 from reports.schema import delivery_log, ensure_tables
 from reports.sections import Col, Section
@@ -84,7 +91,9 @@ def _deliver(
             location = sender.send(msg, [email], key)
         except Exception as exc:  # noqa: BLE001 - one failed recipient must not stop the others
             log.error("sending %s to %s failed: %s", key, email, exc)
-            report.failed.append({"kind": kind, "county_code": county_code, "recipient": email, "error": str(exc)})
+            report.failed.append(
+                {"kind": kind, "county_code": county_code, "recipient": email, "error": str(exc)}
+            )
             continue
         _log(
             engine,
@@ -98,7 +107,9 @@ def _deliver(
             location=location,
             resent=resend,
         )
-        report.sent.append({"kind": kind, "county_code": county_code, "recipient": email, "location": location})
+        report.sent.append(
+            {"kind": kind, "county_code": county_code, "recipient": email, "location": location}
+        )
 
 
 def deliver_pack(
@@ -151,14 +162,22 @@ def deliver_pack(
     for code, letter in sorted(result.letters.items()):
         bureau = recipients.for_county(code, letter.county_name)
         if bureau is None:
-            report.skipped.append({"kind": "letter", "county_code": code, "recipient": None, "key": "no recipient"})
+            report.skipped.append(
+                {"kind": "letter", "county_code": code, "recipient": None, "key": "no recipient"}
+            )
             continue
         html = letter.html.read_text(encoding="utf-8")
         attachment = Attachment.for_file(letter.xlsx, f"{letter.county_name}全面改薄核查通知{label}.xlsx")
 
-        def build_letter(email: str, html: str = html, attachment: Attachment = attachment, name: str = letter.county_name) -> Any:
+        def build_letter(
+            email: str, html: str = html, attachment: Attachment = attachment, name: str = letter.county_name
+        ) -> Any:
             return build_message(
-                settings.mail_from, [email], f"{name}全面改薄月报核查通知（{label}）", html, attachments=[attachment]
+                settings.mail_from,
+                [email],
+                f"{name}全面改薄月报核查通知（{label}）",
+                html,
+                attachments=[attachment],
             )
 
         _deliver(
@@ -202,7 +221,11 @@ def receipt_messages(
     subs = submissions[submissions["period"] == period] if len(submissions) else submissions
     if subs.empty:
         return {}
-    names = dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True)) if len(divisions) else {}
+    names = (
+        dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True))
+        if len(divisions)
+        else {}
+    )
     current = current_submission_ids(subs, period)
     iss = issues[issues["submission_id"].astype(str).isin(current)] if len(issues) else issues
     label = periods.label_zh(period)
@@ -225,7 +248,11 @@ def receipt_messages(
         )
         own = iss[iss["county_code"].astype(str) == code] if len(iss) else iss
         rej = _issue_rows(own[own["severity"] == "error"], s) if len(own) else _issue_rows(own, s)
-        warn = own[(own["severity"] == "warning") & ~own["is_explained"].fillna(False).astype(bool)] if len(own) else own
+        warn = (
+            own[(own["severity"] == "warning") & ~own["is_explained"].fillna(False).astype(bool)]
+            if len(own)
+            else own
+        )
         warn = _issue_rows(warn, s)
         name = names.get(code, code)
         ctx = ReceiptContext(
@@ -268,10 +295,14 @@ def send_receipts(
         subs = subs[subs["county_code"].astype(str).isin(county_codes)]
     report = DeliveryReport()
     names = dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True))
-    for code, (key, subject, html) in receipt_messages(period, subs, issues, divisions, th.html_list_limit).items():
+    for code, (key, subject, html) in receipt_messages(
+        period, subs, issues, divisions, th.html_list_limit
+    ).items():
         bureau = recipients.for_county(code, names.get(code, ""))
         if bureau is None:
-            report.skipped.append({"kind": "receipt", "county_code": code, "recipient": None, "key": "no recipient"})
+            report.skipped.append(
+                {"kind": "receipt", "county_code": code, "recipient": None, "key": "no recipient"}
+            )
             continue
         _deliver(
             engine,
@@ -279,7 +310,9 @@ def send_receipts(
             report,
             key=key,
             recipient=bureau,
-            build=lambda email, subject=subject, html=html: build_message(settings.mail_from, [email], subject, html),
+            build=lambda email, subject=subject, html=html: build_message(
+                settings.mail_from, [email], subject, html
+            ),
             kind="receipt",
             period=period,
             county_code=code,

@@ -165,9 +165,7 @@ def stalled(facts: pd.DataFrame, period: str, th: Thresholds) -> pd.DataFrame:
     prev_area = grp["completed_area_m2"].shift(1).astype(float).fillna(0.0)
     prev_inv = grp["completed_invest_wan"].shift(1).astype(float).fillna(0.0)
     unchanged = (
-        (prev_p == hist["_p"] - 1)
-        & ((area - prev_area).abs() <= _TOL)
-        & ((inv - prev_inv).abs() <= _TOL)
+        (prev_p == hist["_p"] - 1) & ((area - prev_area).abs() <= _TOL) & ((inv - prev_inv).abs() <= _TOL)
     )
     run = trailing_run(hist[key], hist["period"], unchanged.fillna(False), period)
     n = th.stalled_periods
@@ -200,7 +198,9 @@ def city_rates_from_counties(cp: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "city_code": g.index,
-            "area_completion_rate": (g["completed_area_m2"] / g["plan_area_m2"].where(g["plan_area_m2"] > 0)).to_numpy(),
+            "area_completion_rate": (
+                g["completed_area_m2"] / g["plan_area_m2"].where(g["plan_area_m2"] > 0)
+            ).to_numpy(),
             "equipment_completion_rate": (
                 g["completed_equipment_wan"] / g["plan_equipment_wan"].where(g["plan_equipment_wan"] > 0)
             ).to_numpy(),
@@ -304,7 +304,9 @@ def return_exceptions(
                 received = received.dt.tz_convert("Asia/Shanghai")
                 late = late.assign(
                     detail=[
-                        f"{name}于{t:%Y年%m月%d日}报送，晚于截止日" if not pd.isna(t) else f"{name}晚于截止日报送"
+                        f"{name}于{t:%Y年%m月%d日}报送，晚于截止日"
+                        if not pd.isna(t)
+                        else f"{name}晚于截止日报送"
                         for t in received
                     ]
                 )
@@ -314,16 +316,15 @@ def return_exceptions(
     return pd.concat(parts, ignore_index=True)
 
 
-def _top_rules(issues: pd.DataFrame, n: int = 3) -> pd.Series:
-    """Per submission: 'RULE×count' of its most frequent rules."""
+def top_rules(issues: pd.DataFrame, n: int = 3, key: str = "submission_id") -> pd.Series:
+    """Per ``key`` (a submission, a county): 'RULE×count' of its ``n`` most frequent rules."""
     if issues.empty:
         return pd.Series(dtype="object")
-    counts = issues.groupby(["submission_id", "rule"]).size().rename("n").reset_index()
-    counts = counts.sort_values(["submission_id", "n", "rule"], ascending=[True, False, True])
-    top = counts.groupby("submission_id").head(n)
-    return top.groupby("submission_id").apply(
-        lambda g: "、".join(f"{r}×{c}" for r, c in zip(g["rule"], g["n"], strict=True)), include_groups=False
-    )
+    counts = issues.groupby([key, "rule"]).size().rename("n").reset_index()
+    counts = counts.sort_values([key, "n", "rule"], ascending=[True, False, True])
+    top = counts.groupby(key).head(n)
+    labels = top["rule"].astype(str) + "×" + top["n"].astype(str)
+    return labels.groupby(top[key]).agg("、".join)
 
 
 def data_errors(submissions: pd.DataFrame, issues: pd.DataFrame, period: str) -> pd.DataFrame:
@@ -335,10 +336,11 @@ def data_errors(submissions: pd.DataFrame, issues: pd.DataFrame, period: str) ->
     if acc.empty:
         return empty_exceptions()
     errs = issues[(issues["severity"] == "error") & issues["submission_id"].isin(acc["submission_id"])]
-    top = _top_rules(errs)
+    top = top_rules(errs)
     acc = acc.assign(
         detail=[
-            f"{KIND_NAME_ZH.get(k, k)}有{int(n)}行被拒收" + (f"（主要规则：{top[s]}）" if s in top.index else "")
+            f"{KIND_NAME_ZH.get(k, k)}有{int(n)}行被拒收"
+            + (f"（主要规则：{top[s]}）" if s in top.index else "")
             for k, n, s in zip(acc["kind"], acc["rows_rejected"], acc["submission_id"], strict=True)
         ]
     )
@@ -357,10 +359,12 @@ def unexplained_warnings(submissions: pd.DataFrame, issues: pd.DataFrame, period
     ]
     if w.empty:
         return empty_exceptions()
-    per_county = w.assign(submission_id=w["county_code"]).pipe(_top_rules)
+    per_county = top_rules(w, key="county_code")
     counts = w.groupby("county_code").size()
     rows = pd.DataFrame({"county_code": counts.index.astype(str)})
-    rows["detail"] = [f"{int(counts[c])}条预警未说明（{per_county.get(c, '')}），请在备注中说明或更正" for c in counts.index]
+    rows["detail"] = [
+        f"{int(counts[c])}条预警未说明（{per_county.get(c, '')}），请在备注中说明或更正" for c in counts.index
+    ]
     return _frame(rows, period, "UNEXPLAINED_WARNINGS")
 
 
@@ -369,7 +373,9 @@ def carry_since(exceptions: pd.DataFrame, prior: pd.DataFrame) -> pd.DataFrame:
     if exceptions.empty or prior is None or prior.empty:
         return exceptions
     key = ["category", "county_code", "_pid"]
-    p = prior.assign(_pid=prior.get("project_id", pd.Series(index=prior.index, dtype="object")).fillna("").astype(str))
+    p = prior.assign(
+        _pid=prior.get("project_id", pd.Series(index=prior.index, dtype="object")).fillna("").astype(str)
+    )
     p = p[[*key, "since_period"]].rename(columns={"since_period": "_prior_since"}).drop_duplicates(key)
     e = exceptions.assign(_pid=exceptions["project_id"].fillna("").astype(str))
     e = e.merge(p, on=key, how="left")
@@ -393,10 +399,16 @@ def compute_exceptions(inputs: PackInputs, th: Thresholds) -> pd.DataFrame:
     ]
     parts = [x for x in parts if len(x)]
     out = pd.concat(parts, ignore_index=True) if parts else empty_exceptions()
-    city = inputs.divisions.set_index("county_code")["city_code"] if len(inputs.divisions) else pd.Series(dtype=object)
+    city = (
+        inputs.divisions.set_index("county_code")["city_code"]
+        if len(inputs.divisions)
+        else pd.Series(dtype=object)
+    )
     out["city_code"] = out["county_code"].map(city).fillna(out["city_code"]) if len(out) else out["city_code"]
     out = carry_since(out, inputs.prior_exceptions)
     order = {c: i for i, c in enumerate(CATEGORIES)}
-    out = out.assign(_o=out["category"].map(order)).sort_values(["_o", "county_code", "project_id"], na_position="first")
+    out = out.assign(_o=out["category"].map(order)).sort_values(
+        ["_o", "county_code", "project_id"], na_position="first"
+    )
     log.info("exceptions %s: %s", p, out["category"].value_counts().to_dict())
     return out.drop(columns="_o").reset_index(drop=True)

@@ -104,12 +104,18 @@ class PackInputs:
         periods.check_period(self.period)
         if not self.expected_counties:
             cur = self.county_progress
-            codes = set(cur.loc[cur["period"] == self.period, "county_code"].astype(str)) if len(cur) else set()
+            codes = (
+                set(cur.loc[cur["period"] == self.period, "county_code"].astype(str)) if len(cur) else set()
+            )
             self.expected_counties = sorted(codes)
         if self.source_submissions is None:
             subs = self.submissions
-            acc = subs[(subs["period"] == self.period) & (subs["status"] == "accepted")] if len(subs) else subs
-            self.source_submissions = acc.reindex(columns=["submission_id", "kind", "county_code", "period", "sha256"])
+            acc = (
+                subs[(subs["period"] == self.period) & (subs["status"] == "accepted")] if len(subs) else subs
+            )
+            self.source_submissions = acc.reindex(
+                columns=["submission_id", "kind", "county_code", "period", "sha256"]
+            )
 
 
 def _has_table(engine: sa.Engine, name: str) -> bool:
@@ -178,7 +184,12 @@ def load_inputs(source: Any, period: str, history_periods: int = 6) -> PackInput
     county_funding = _read(engine, "SELECT * FROM mart_county_funding WHERE period = :period", one)
     facts = _facts_from_lake(source, engine, periods.window(period, history_periods))
     if facts is None:
-        facts = _read(engine, f"SELECT {', '.join(FACT_COLUMNS)} FROM fact_progress WHERE {hist}", hist_params, FACT_COLUMNS)
+        facts = _read(
+            engine,
+            f"SELECT {', '.join(FACT_COLUMNS)} FROM fact_progress WHERE {hist}",
+            hist_params,
+            FACT_COLUMNS,
+        )
     submissions = _read(
         engine,
         f"SELECT {', '.join(SUBMISSION_COLUMNS)} FROM submission WHERE period = :period",
@@ -212,7 +223,13 @@ def load_inputs(source: Any, period: str, history_periods: int = 6) -> PackInput
         one,
         ("submission_id", "kind", "county_code", "period", "sha256"),
     )
-    log.info("pack inputs %s: %d facts, %d submissions, %d issues", period, len(facts), len(submissions), len(issues))
+    log.info(
+        "pack inputs %s: %d facts, %d submissions, %d issues",
+        period,
+        len(facts),
+        len(submissions),
+        len(issues),
+    )
     return PackInputs(
         period=period,
         divisions=divisions,

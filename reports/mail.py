@@ -94,7 +94,14 @@ def build_message(
     if inline_images:
         html_part = msg.get_payload()[1]
         for cid, png in inline_images.items():
-            html_part.add_related(png, maintype="image", subtype="png", cid=f"<{cid}>", disposition="inline", filename=f"{cid}.png")
+            html_part.add_related(
+                png,
+                maintype="image",
+                subtype="png",
+                cid=f"<{cid}>",
+                disposition="inline",
+                filename=f"{cid}.png",
+            )
     for att in attachments or []:
         msg.add_attachment(att.content, maintype=att.maintype, subtype=att.subtype, filename=att.filename)
     return msg
@@ -118,7 +125,14 @@ def _transient(exc: BaseException) -> bool:
         return 400 <= exc.smtp_code < 500
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return all(400 <= code < 500 for code, _ in exc.recipients.values())
-    return isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError | ConnectionError | socket.timeout | TimeoutError)
+    return isinstance(
+        exc,
+        smtplib.SMTPServerDisconnected
+        | smtplib.SMTPConnectError
+        | ConnectionError
+        | socket.timeout
+        | TimeoutError,
+    )
 
 
 class SmtpSender:
@@ -187,7 +201,9 @@ class SmtpSender:
             stop=stop_after_attempt(self.attempts),
             wait=wait_exponential(multiplier=self.backoff_s, max=30),
             reraise=True,
-            before_sleep=lambda rs: log.warning("SMTP send %s failed (%s), retrying", key, rs.outcome.exception()),
+            before_sleep=lambda rs: log.warning(
+                "SMTP send %s failed (%s), retrying", key, rs.outcome.exception()
+            ),
         )
         retrying(self._send_once)(raw, sender, recipients)
         return f"smtp://{self.host}:{self.port}"

@@ -94,7 +94,9 @@ def build_manifest(
     fig_sha = hashlib.sha256(json.dumps(figures, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     sub_sha = hashlib.sha256(json.dumps(subs, sort_keys=True).encode()).hexdigest()
     digest = hashlib.sha256(f"{period}|{sub_sha}|{fig_sha}".encode()).hexdigest()
-    return Manifest(period=period, submissions=subs, figures=figures, figures_sha256=fig_sha, pack_digest=digest)
+    return Manifest(
+        period=period, submissions=subs, figures=figures, figures_sha256=fig_sha, pack_digest=digest
+    )
 
 
 def manifest_json(m: Manifest) -> str:
@@ -112,7 +114,9 @@ def manifest_json(m: Manifest) -> str:
     )
 
 
-def diff_manifests(old: Manifest | None, new: Manifest, county_names: dict[str, str] | None = None, limit: int = 30) -> list[str]:
+def diff_manifests(
+    old: Manifest | None, new: Manifest, county_names: dict[str, str] | None = None, limit: int = 30
+) -> list[str]:
     """What changed from ``old`` to ``new``, in Chinese; empty when nothing did."""
     if old is None or old.pack_digest == new.pack_digest:
         return []
@@ -122,17 +126,23 @@ def diff_manifests(old: Manifest | None, new: Manifest, county_names: dict[str, 
     new_subs = {s["submission_id"]: s for s in new.submissions}
     for sid in sorted(set(new_subs) - set(old_subs)):
         s = new_subs[sid]
-        lines.append(f"{names.get(s['county_code'], s['county_code'])}新增或重新报送{KIND_ZH.get(s['kind'], s['kind'])}（{sid}）")
+        lines.append(
+            f"{names.get(s['county_code'], s['county_code'])}新增或重新报送{KIND_ZH.get(s['kind'], s['kind'])}（{sid}）"
+        )
     for sid in sorted(set(old_subs) - set(new_subs)):
         s = old_subs[sid]
-        lines.append(f"{names.get(s['county_code'], s['county_code'])}的{KIND_ZH.get(s['kind'], s['kind'])}（{sid}）已被替换或撤回")
+        lines.append(
+            f"{names.get(s['county_code'], s['county_code'])}的{KIND_ZH.get(s['kind'], s['kind'])}（{sid}）已被替换或撤回"
+        )
     if set(old_subs) == set(new_subs) and old.figures_sha256 != new.figures_sha256:
         lines.append("报送数据未变，但计算结果不同（计算规则或参数已调整）")
     for code in sorted(set(old.figures) | set(new.figures)):
         a, b = old.figures.get(code, {}), new.figures.get(code, {})
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
-                lines.append(f"{names.get(code, code)} {FIGURE_LABELS.get(k, k)}：{_fmt(k, a.get(k))} → {_fmt(k, b.get(k))}")
+                lines.append(
+                    f"{names.get(code, code)} {FIGURE_LABELS.get(k, k)}：{_fmt(k, a.get(k))} → {_fmt(k, b.get(k))}"
+                )
     if len(lines) > limit:
         lines = [*lines[:limit], f"……另有{len(lines) - limit}处变化"]
     return lines

@@ -19,19 +19,25 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import sqlalchemy as sa
+from markupsafe import Markup
 
 from gaibao.contract import personal_columns
 from reports import periods
 from reports.chart import county_completion_png
 from reports.config import ScoreWeights, Thresholds
-from reports.exceptions import CATEGORIES, PROJECT_CATEGORIES, compute_exceptions
+from reports.exceptions import CATEGORIES, PROJECT_CATEGORIES, compute_exceptions, top_rules
 from reports.inputs import PackInputs, load_inputs
-from reports.manifest import Manifest, build_manifest, diff_manifests, latest_manifest, manifest_json, store_manifest
+from reports.manifest import (
+    Manifest,
+    build_manifest,
+    diff_manifests,
+    latest_manifest,
+    manifest_json,
+    store_manifest,
+)
 from reports.render import DisclosureContext, Figure, LetterContext, PackContext, render
 from reports.schema import ensure_tables, mart_exception, mart_scorecard
 from reports.scorecard import SCORE_COLUMNS, compute_scorecard
-from markupsafe import Markup
-
 from reports.sections import Col, Section, html_row_strings, inert_csv_text
 from reports.xlsx import write_workbook
 
@@ -92,7 +98,11 @@ class PackData:
     @property
     def county_names(self) -> dict[str, str]:
         d = self.inputs.divisions
-        return dict(zip(d["county_code"].astype(str), d["county_name"].astype(str), strict=True)) if len(d) else {}
+        return (
+            dict(zip(d["county_code"].astype(str), d["county_name"].astype(str), strict=True))
+            if len(d)
+            else {}
+        )
 
 
 @dataclass
@@ -137,7 +147,14 @@ def _with_names(frame: pd.DataFrame, divisions: pd.DataFrame) -> pd.DataFrame:
 
 def _aggregate(cp: pd.DataFrame, by: str | None) -> pd.DataFrame:
     """City (by='city_code') or province (by=None) figures from county rows; rates from the sums."""
-    sums = ["completed_area_m2", "plan_area_m2", "started_area_m2", "planned_area_m2", "completed_equipment_wan", "plan_equipment_wan"]
+    sums = [
+        "completed_area_m2",
+        "plan_area_m2",
+        "started_area_m2",
+        "planned_area_m2",
+        "completed_equipment_wan",
+        "plan_equipment_wan",
+    ]
     c = cp.reindex(columns=["city_code", "city_name", "has_return", *sums]).copy()
     for s in sums:
         c[s] = c[s].astype(float)
@@ -153,8 +170,12 @@ def _aggregate(cp: pd.DataFrame, by: str | None) -> pd.DataFrame:
         agg["counties_total"] = len(c)
         agg["counties_reporting"] = int(c["has_return"].sum())
         agg["city_code"], agg["city_name"], agg["level"] = "000000", "全省", "province"
-    agg["area_completion_rate"] = agg["completed_area_m2"] / agg["plan_area_m2"].where(agg["plan_area_m2"] > 0)
-    agg["equipment_completion_rate"] = agg["completed_equipment_wan"] / agg["plan_equipment_wan"].where(agg["plan_equipment_wan"] > 0)
+    agg["area_completion_rate"] = agg["completed_area_m2"] / agg["plan_area_m2"].where(
+        agg["plan_area_m2"] > 0
+    )
+    agg["equipment_completion_rate"] = agg["completed_equipment_wan"] / agg["plan_equipment_wan"].where(
+        agg["plan_equipment_wan"] > 0
+    )
     agg["start_rate"] = agg["started_area_m2"] / agg["planned_area_m2"].where(agg["planned_area_m2"] > 0)
     return agg
 
@@ -183,13 +204,19 @@ def _headline(inputs: PackInputs) -> pd.DataFrame:
         p = prev.set_index(["level", "city_code"])
         key = pd.MultiIndex.from_frame(cur[["level", "city_code"]])
         for col in ("area_completion_rate", "equipment_completion_rate", "start_rate"):
-            cur[f"{col}_change"] = cur[col].astype(float).to_numpy() - p[col].astype(float).reindex(key).to_numpy()
+            cur[f"{col}_change"] = (
+                cur[col].astype(float).to_numpy() - p[col].astype(float).reindex(key).to_numpy()
+            )
     else:
         for col in ("area_completion_rate", "equipment_completion_rate", "start_rate"):
             cur[f"{col}_change"] = float("nan")
     cur["reporting"] = [
         f"{int(r)}/{int(t)}" if pd.notna(r) and pd.notna(t) else "—"
-        for r, t in zip(cur.get("counties_reporting", pd.Series(index=cur.index)), cur.get("counties_total", pd.Series(index=cur.index)), strict=True)
+        for r, t in zip(
+            cur.get("counties_reporting", pd.Series(index=cur.index)),
+            cur.get("counties_total", pd.Series(index=cur.index)),
+            strict=True,
+        )
     ]
     return cur
 
@@ -312,11 +339,17 @@ def _funding(inputs: PackInputs) -> tuple[pd.DataFrame, pd.DataFrame, list[Figur
         Figure("其中农村学校基础设施", yi(p.get("funds_rural_infra_wan"))),
         Figure("其中城区学校提升", yi(p.get("funds_urban_wan"))),
         Figure("其中设备购置", yi(p.get("funds_equipment_wan"))),
-        Figure("征地及附属物赔偿", yi(p.get("funds_land_wan")), "解决用地" + ("—" if pd.isna(p.get("land_mu")) else f"{p.get('land_mu'):,.0f}亩")),
+        Figure(
+            "征地及附属物赔偿",
+            yi(p.get("funds_land_wan")),
+            "解决用地" + ("—" if pd.isna(p.get("land_mu")) else f"{p.get('land_mu'):,.0f}亩"),
+        ),
         Figure(
             "招聘引进教师",
             "—" if pd.isna(p.get("teachers_recruited")) else f"{p.get('teachers_recruited'):,.0f}人",
-            "" if pd.isna(p.get("rural_share")) else f"其中农村及偏远{p.get('teachers_rural'):,.0f}人（{p.get('rural_share') * 100:.1f}%）",
+            ""
+            if pd.isna(p.get("rural_share"))
+            else f"其中农村及偏远{p.get('teachers_rural'):,.0f}人（{p.get('rural_share') * 100:.1f}%）",
         ),
     ]
     return cities, county, figures
@@ -336,7 +369,13 @@ def current_submission_ids(submissions: pd.DataFrame, period: str) -> set[str]:
 def _data_quality(inputs: PackInputs) -> pd.DataFrame:
     subs = inputs.submissions
     subs = subs[subs["period"] == inputs.period] if len(subs) else subs
-    codes = pd.Index(sorted(set(inputs.expected_counties) | set(subs["county_code"].astype(str)) if len(subs) else inputs.expected_counties))
+    codes = pd.Index(
+        sorted(
+            set(inputs.expected_counties) | set(subs["county_code"].astype(str))
+            if len(subs)
+            else inputs.expected_counties
+        )
+    )
     g = subs.assign(county_code=subs["county_code"].astype(str)).groupby("county_code") if len(subs) else None
     dq = pd.DataFrame(index=codes)
     dq.index.name = "county_code"
@@ -344,7 +383,9 @@ def _data_quality(inputs: PackInputs) -> pd.DataFrame:
         dq["files_received"] = g.size().reindex(codes).fillna(0)
         dq["files_refused"] = g["status"].agg(lambda s: int((s == "refused").sum())).reindex(codes).fillna(0)
         acc = subs[subs["status"] == "accepted"]
-        dq["rows_rejected"] = acc.groupby(acc["county_code"].astype(str))["rows_rejected"].sum().reindex(codes).fillna(0)
+        dq["rows_rejected"] = (
+            acc.groupby(acc["county_code"].astype(str))["rows_rejected"].sum().reindex(codes).fillna(0)
+        )
     else:
         dq["files_received"] = dq["files_refused"] = dq["rows_rejected"] = 0
     current = current_submission_ids(inputs.submissions, inputs.period)
@@ -354,17 +395,16 @@ def _data_quality(inputs: PackInputs) -> pd.DataFrame:
         w = iss[(iss["severity"] == "warning") & ~iss["is_explained"].fillna(False).astype(bool)]
         dq["warnings_unexplained"] = w.groupby(w["county_code"].astype(str)).size().reindex(codes).fillna(0)
         e = iss[iss["severity"] == "error"]
-        counts = e.groupby([e["county_code"].astype(str), "rule"]).size().rename("n").reset_index()
-        counts = counts.sort_values(["county_code", "n", "rule"], ascending=[True, False, True]).groupby("county_code").head(3)
-        top = counts.groupby("county_code").apply(
-            lambda x: "、".join(f"{r}×{n}" for r, n in zip(x["rule"], x["n"], strict=True)), include_groups=False
-        )
+        top = top_rules(e.assign(county_code=e["county_code"].astype(str)), key="county_code")
         dq["top_rules"] = top.reindex(codes).fillna("")
     else:
         dq["warnings_unexplained"] = 0
         dq["top_rules"] = ""
     dq = _with_names(dq.reset_index(), inputs.divisions)
-    return dq.sort_values(["rows_rejected", "files_refused", "warnings_unexplained", "county_code"], ascending=[False, False, False, True])
+    return dq.sort_values(
+        ["rows_rejected", "files_refused", "warnings_unexplained", "county_code"],
+        ascending=[False, False, False, True],
+    )
 
 
 def _disclosure(inputs: PackInputs) -> pd.DataFrame:
@@ -381,12 +421,16 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
     period = inputs.period
     divisions = inputs.divisions
     exceptions = compute_exceptions(inputs, th)
-    scorecard = compute_scorecard(inputs.county_progress, inputs.submissions, exceptions, period, weights, inputs.prior_scorecard)
+    scorecard = compute_scorecard(
+        inputs.county_progress, inputs.submissions, exceptions, period, weights, inputs.prior_scorecard
+    )
     cp = inputs.county_progress[inputs.county_progress["period"] == period].copy()
     cp["county_code"] = cp["county_code"].astype(str)
 
     counties = _with_names(cp, divisions).merge(
-        scorecard.drop(columns=["county_name", "city_name", "city_code", "period"]), on="county_code", how="left"
+        scorecard.drop(columns=["county_name", "city_name", "city_code", "period"]),
+        on="county_code",
+        how="left",
     )
     counties["data_state"] = _data_state(counties, period)
     counties = counties.sort_values(["rank_in_province", "county_code"]).reset_index(drop=True)
@@ -401,26 +445,48 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
         return "" if x is None or pd.isna(x) else f"较上月{float(x) * 100:+.1f}个百分点"
 
     figures = [
-        Figure("校舍改造面积完成率", pct(prov.get("area_completion_rate")), pp(prov.get("area_completion_rate_change"))),
+        Figure(
+            "校舍改造面积完成率",
+            pct(prov.get("area_completion_rate")),
+            pp(prov.get("area_completion_rate_change")),
+        ),
         Figure(
             "竣工面积",
-            "—" if pd.isna(prov.get("completed_area_m2", float("nan"))) else f"{float(prov['completed_area_m2']) / 1e4:,.2f}万㎡",
-            "" if pd.isna(prov.get("plan_area_m2", float("nan"))) else f"五年规划{float(prov['plan_area_m2']) / 1e4:,.2f}万㎡",
+            "—"
+            if pd.isna(prov.get("completed_area_m2", float("nan")))
+            else f"{float(prov['completed_area_m2']) / 1e4:,.2f}万㎡",
+            ""
+            if pd.isna(prov.get("plan_area_m2", float("nan")))
+            else f"五年规划{float(prov['plan_area_m2']) / 1e4:,.2f}万㎡",
         ),
         Figure("开工率", pct(prov.get("start_rate")), pp(prov.get("start_rate_change"))),
-        Figure("设备购置完成率", pct(prov.get("equipment_completion_rate")), pp(prov.get("equipment_completion_rate_change"))),
+        Figure(
+            "设备购置完成率",
+            pct(prov.get("equipment_completion_rate")),
+            pp(prov.get("equipment_completion_rate_change")),
+        ),
         Figure("报送县区", str(prov.get("reporting", "—"))),
     ]
 
-    ex = _with_names(exceptions, divisions) if len(exceptions) else exceptions.assign(county_name=None, city_name=None)
+    ex = (
+        _with_names(exceptions, divisions)
+        if len(exceptions)
+        else exceptions.assign(county_name=None, city_name=None)
+    )
     ex_sections = []
     for cat, title in CATEGORIES.items():
         rows = ex[ex["category"] == cat]
         cols = EXCEPTION_PROJECT_COLUMNS if cat in PROJECT_CATEGORIES else EXCEPTION_COUNTY_COLUMNS
-        ex_sections.append(Section(f"exc_{cat}", f"{title}（{len(rows)}）", cols, rows.reset_index(drop=True), sheet_zh=title))
+        ex_sections.append(
+            Section(
+                f"exc_{cat}", f"{title}（{len(rows)}）", cols, rows.reset_index(drop=True), sheet_zh=title
+            )
+        )
 
     bottom = counties.dropna(subset=["score"]).sort_values(["score", "county_code"]).head(th.bottom_n)
-    chart_table = counties[["county_code", "county_name", "area_completion_rate", "equipment_completion_rate"]]
+    chart_table = counties[
+        ["county_code", "county_name", "area_completion_rate", "equipment_completion_rate"]
+    ]
     fund_city, fund_county, fund_figures = _funding(inputs)
     inputs_subs = inputs.source_submissions if inputs.source_submissions is not None else pd.DataFrame()
     manifest = build_manifest(period, inputs_subs, inputs.county_progress, scorecard, inputs.county_funding)
@@ -449,7 +515,9 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
         ),
         exception_sections=ex_sections,
         funding_figures=fund_figures,
-        funding_city=Section("funding", "资金投入与师资补充（按市）", FUNDING_COLUMNS, fund_city, sheet_zh="资金与师资"),
+        funding_city=Section(
+            "funding", "资金投入与师资补充（按市）", FUNDING_COLUMNS, fund_city, sheet_zh="资金与师资"
+        ),
         funding_county=Section(
             "funding_county",
             "资金投入与师资补充（按县区）",
@@ -464,7 +532,9 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
             _data_quality(inputs).reset_index(drop=True),
             sheet_zh="数据质量",
         ),
-        disclosure=Section("disclosure", "全面改薄项目进展公示", DISCLOSURE_COLUMNS, _disclosure(inputs), sheet_zh="公示"),
+        disclosure=Section(
+            "disclosure", "全面改薄项目进展公示", DISCLOSURE_COLUMNS, _disclosure(inputs), sheet_zh="公示"
+        ),
         chart_table=chart_table,
         manifest=manifest,
     )
@@ -498,11 +568,18 @@ def _issue_rows(issues: pd.DataFrame, submissions: pd.DataFrame) -> pd.DataFrame
 
     if issues.empty:
         return issues.assign(kind_zh=None, file_name=None, column_zh=None)
-    names = submissions.set_index("submission_id")["file_name"] if "file_name" in submissions and len(submissions) else pd.Series(dtype=object)
+    names = (
+        submissions.set_index("submission_id")["file_name"]
+        if "file_name" in submissions and len(submissions)
+        else pd.Series(dtype=object)
+    )
     out = issues.assign(
         kind_zh=issues["kind"].map(KIND_NAME_ZH).fillna(issues["kind"]),
         file_name=issues["submission_id"].map(names),
-        column_zh=[label_zh(k, c) if isinstance(c, str) else None for k, c in zip(issues["kind"], issues["column_name"], strict=True)],
+        column_zh=[
+            label_zh(k, c) if isinstance(c, str) else None
+            for k, c in zip(issues["kind"], issues["column_name"], strict=True)
+        ],
     )
     return out.sort_values(["kind", "row_number"], na_position="first")
 
@@ -514,8 +591,16 @@ def letter_sections(data: PackData) -> dict[str, tuple[LetterContext, list[Secti
     current = current_submission_ids(inputs.submissions, period)
     iss = inputs.issues
     iss = iss[iss["submission_id"].astype(str).isin(current)] if len(iss) else iss
-    rejected = _issue_rows(iss[iss["severity"] == "error"], inputs.submissions) if len(iss) else _issue_rows(iss, inputs.submissions)
-    warns = iss[(iss["severity"] == "warning") & ~iss["is_explained"].fillna(False).astype(bool)] if len(iss) else iss
+    rejected = (
+        _issue_rows(iss[iss["severity"] == "error"], inputs.submissions)
+        if len(iss)
+        else _issue_rows(iss, inputs.submissions)
+    )
+    warns = (
+        iss[(iss["severity"] == "warning") & ~iss["is_explained"].fillna(False).astype(bool)]
+        if len(iss)
+        else iss
+    )
     warns = _issue_rows(warns, inputs.submissions)
     exc = data.exceptions.assign(category_zh=data.exceptions["category"].map(CATEGORIES))
     by_exc = dict(tuple(exc.groupby("county_code"))) if len(exc) else {}
@@ -523,7 +608,13 @@ def letter_sections(data: PackData) -> dict[str, tuple[LetterContext, list[Secti
     by_warn = dict(tuple(warns.groupby(warns["county_code"].astype(str)))) if len(warns) else {}
     sc = data.scorecard.set_index("county_code") if len(data.scorecard) else pd.DataFrame()
     cp = inputs.county_progress
-    cp = cp[cp["period"] == period].assign(county_code=lambda d: d["county_code"].astype(str)).set_index("county_code") if len(cp) else pd.DataFrame()
+    cp = (
+        cp[cp["period"] == period]
+        .assign(county_code=lambda d: d["county_code"].astype(str))
+        .set_index("county_code")
+        if len(cp)
+        else pd.DataFrame()
+    )
     names = data.county_names
     codes = sorted(set(inputs.expected_counties) | set(by_exc) | set(by_rej) | set(by_warn))
     generated = now_label()
@@ -531,7 +622,13 @@ def letter_sections(data: PackData) -> dict[str, tuple[LetterContext, list[Secti
     empty_exc = exc.iloc[0:0]
     for code in codes:
         name = names.get(code, code)
-        s_exc = Section("exceptions", "本县区异常事项", LETTER_EXC_COLUMNS, by_exc.get(code, empty_exc).reset_index(drop=True), sheet_zh="异常事项")
+        s_exc = Section(
+            "exceptions",
+            "本县区异常事项",
+            LETTER_EXC_COLUMNS,
+            by_exc.get(code, empty_exc).reset_index(drop=True),
+            sheet_zh="异常事项",
+        )
         s_rej = Section(
             "rejected",
             "被拒收的数据行（请更正后重新报送）",
@@ -556,7 +653,13 @@ def letter_sections(data: PackData) -> dict[str, tuple[LetterContext, list[Secti
             ]
         if code in sc.index:
             r = sc.loc[code]
-            summary.append(Figure("得分", f"{float(r['score']):.1f}", f"全市第{int(r['rank_in_city'])}名，全省第{int(r['rank_in_province'])}名"))
+            summary.append(
+                Figure(
+                    "得分",
+                    f"{float(r['score']):.1f}",
+                    f"全市第{int(r['rank_in_city'])}名，全省第{int(r['rank_in_province'])}名",
+                )
+            )
         summary.append(Figure("待处理事项", f"{len(s_exc.frame) + len(s_rej.frame) + len(s_warn.frame)}项"))
         ctx = LetterContext(
             title=f"{name}全面改薄月报核查通知（{data.label}）",
@@ -634,7 +737,9 @@ def write_disclosure_csv(section: Section, path: Path) -> None:
                 elif c.key in text_cols:
                     row.append(inert_csv_text(str(v)))
                 elif c.fmt == "date":
-                    row.append(pd.Timestamp(v).strftime("%Y-%m-%d") if not isinstance(v, str) else inert_csv_text(v))
+                    row.append(
+                        pd.Timestamp(v).strftime("%Y-%m-%d") if not isinstance(v, str) else inert_csv_text(v)
+                    )
                 else:
                     row.append(v)
             w.writerow(row)
@@ -697,7 +802,9 @@ def write_letters(data: PackData, out_dir: Path) -> dict[str, LetterFiles]:
     return files
 
 
-def write_pack(data: PackData, out_dir: Path, changes: list[str], th: Thresholds, letters: bool = True) -> PackResult:
+def write_pack(
+    data: PackData, out_dir: Path, changes: list[str], th: Thresholds, letters: bool = True
+) -> PackResult:
     """Render the pack, the 公示 and (optionally) every county letter into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = pack_file_names(data.period)
@@ -716,7 +823,9 @@ def write_pack(data: PackData, out_dir: Path, changes: list[str], th: Thresholds
         data.funding_county,
         data.data_quality,
     ]
-    write_workbook(files["xlsx"], sections, images={"完成情况图": png}, title_zh=f"全面改薄联席会议材料（{data.label}）")
+    write_workbook(
+        files["xlsx"], sections, images={"完成情况图": png}, title_zh=f"全面改薄联席会议材料（{data.label}）"
+    )
     write_disclosure_csv(data.disclosure, files["disclosure_csv"])
     write_disclosure_html(data, out_dir, files["disclosure_html"])
     files["manifest"].write_text(manifest_json(data.manifest), encoding="utf-8")

@@ -97,7 +97,9 @@ def sample_inputs(
                         "completed_invest_wan": inv,
                         "funds_central_wan": inv / 2,
                         "funds_local_wan": inv / 2,
-                        "planned_start": pd.Timestamp("2017-09-01") if kind == 0 and j % 2 == 0 else (None if kind == 0 else pd.Timestamp("2017-03-01")),
+                        "planned_start": pd.Timestamp("2017-09-01")
+                        if kind == 0 and j % 2 == 0
+                        else (None if kind == 0 else pd.Timestamp("2017-03-01")),
                         "actual_start": None if kind == 0 else pd.Timestamp("2017-04-01"),
                         "completed_date": pd.Timestamp("2018-01-10") if kind == 3 else None,
                         "note": None,
@@ -176,12 +178,16 @@ def sample_inputs(
                     "source": "folder",
                     "file_name": f"{code}_{kind}.xlsx",
                     "sha256": hashlib.sha256(f"{code}{kind}{period}{status}".encode()).hexdigest(),
-                    "received_at": (received + pd.Timedelta(days=5 if late else 0)).tz_localize("Asia/Shanghai").tz_convert("UTC"),
+                    "received_at": (received + pd.Timedelta(days=5 if late else 0))
+                    .tz_localize("Asia/Shanghai")
+                    .tz_convert("UTC"),
                     "status": status,
                     "reason": "报告期与本次报送不符：文件写的是2018-05" if status == "refused" else None,
                     "rows_total": projects_per_county + (2 if ci == 0 else 0) if kind == "progress" else 1,
                     "rows_accepted": projects_per_county if status == "accepted" else 0,
-                    "rows_rejected": (2 if ci == 0 else 0) if kind == "progress" and status == "accepted" else 0,
+                    "rows_rejected": (2 if ci == 0 else 0)
+                    if kind == "progress" and status == "accepted"
+                    else 0,
                     "is_late": late,
                 }
             )
@@ -281,7 +287,8 @@ def load_into_warehouse(wh: Any, inputs: PackInputs) -> None:
                     "source": "folder",
                     "file_name": [f"{c}_progress.xlsx" for c in codes],
                     "sha256": [hashlib.sha256(f"{c}{p}".encode()).hexdigest() for c in codes],
-                    "received_at": pd.Timestamp(periods.last_day(p)).tz_localize("UTC") + pd.Timedelta(days=2),
+                    "received_at": pd.Timestamp(periods.last_day(p)).tz_localize("UTC")
+                    + pd.Timedelta(days=2),
                     "status": "accepted",
                     "reason": None,
                     "rows_total": [int((f["county_code"] == c).sum()) for c in codes],
@@ -296,5 +303,10 @@ def load_into_warehouse(wh: Any, inputs: PackInputs) -> None:
     ffacts = inputs.county_funding.merge(
         fsubs[fsubs["status"] == "accepted"][["county_code", "submission_id"]], on="county_code"
     ).drop(columns=["has_return", "is_carried_forward"])
-    wh.load_batch(fsubs.assign(rules_version="sample000000"), ffacts.assign(row_number=3), inputs.issues.iloc[0:0], "funding")
+    wh.load_batch(
+        fsubs.assign(rules_version="sample000000"),
+        ffacts.assign(row_number=3),
+        inputs.issues.iloc[0:0],
+        "funding",
+    )
     wh.rebuild_marts()

@@ -43,7 +43,9 @@ def _timeliness(submissions: pd.DataFrame, codes: pd.Index, period: str, late_fr
     acc = submissions[(submissions["period"] == period) & (submissions["status"] == "accepted")]
     for kind in kinds:
         k = acc[acc["kind"] == kind]
-        late = k.groupby(k["county_code"].astype(str))["is_late"].agg(lambda s: bool(s.fillna(False).astype(bool).any()))
+        late = k.groupby(k["county_code"].astype(str))["is_late"].agg(
+            lambda s: bool(s.fillna(False).astype(bool).any())
+        )
         frac = late.map({False: 1.0, True: late_fraction})
         total = total.add(frac.reindex(codes).fillna(0.0), fill_value=0.0)
     return total / len(kinds)
@@ -84,12 +86,22 @@ def compute_scorecard(
     points["points_area_completion"] = w["area_completion"] * rate("area_completion_rate")
     points["points_equipment_completion"] = w["equipment_completion"] * rate("equipment_completion_rate")
     points["points_start_rate"] = w["start_rate"] * rate("start_rate")
-    points["points_timeliness"] = w["timeliness"] * _timeliness(submissions, codes, period, weights.late_fraction)
+    points["points_timeliness"] = w["timeliness"] * _timeliness(
+        submissions, codes, period, weights.late_fraction
+    )
     points["points_data_quality"] = w["data_quality"] * _data_quality(submissions, codes, period)
 
-    bad = exceptions[exceptions["category"].isin(["NOT_STARTED_OVERDUE", "STALLED"])] if len(exceptions) else exceptions
+    bad = (
+        exceptions[exceptions["category"].isin(["NOT_STARTED_OVERDUE", "STALLED"])]
+        if len(exceptions)
+        else exceptions
+    )
     n_bad = (
-        bad.drop_duplicates(["county_code", "project_id"]).groupby("county_code").size().reindex(codes).fillna(0)
+        bad.drop_duplicates(["county_code", "project_id"])
+        .groupby("county_code")
+        .size()
+        .reindex(codes)
+        .fillna(0)
         if len(bad)
         else pd.Series(0.0, index=codes)
     )
@@ -107,7 +119,9 @@ def compute_scorecard(
     out["rank_in_province"] = out["score"].rank(method="min", ascending=False).astype(int)
     out["rank_in_city"] = out.groupby("city_code")["score"].rank(method="min", ascending=False).astype(int)
     if prior_scorecard is not None and len(prior_scorecard):
-        prior = prior_scorecard.assign(county_code=prior_scorecard["county_code"].astype(str)).set_index("county_code")
+        prior = prior_scorecard.assign(county_code=prior_scorecard["county_code"].astype(str)).set_index(
+            "county_code"
+        )
         out["score_change"] = (out["score"] - prior["score"].astype(float).reindex(codes)).round(1)
     else:
         out["score_change"] = np.nan

@@ -55,7 +55,9 @@ class Section:
         values = [frame[k].tolist() for k, _ in cols]
         out = []
         for i in range(len(frame)):
-            out.append([(display(values[j][i], fmt), fmt not in ("text", "date")) for j, (_, fmt) in enumerate(cols)])
+            out.append(
+                [(display(values[j][i], fmt), fmt not in ("text", "date")) for j, (_, fmt) in enumerate(cols)]
+            )
         return out
 
 
@@ -114,10 +116,17 @@ def display_series(series: pd.Series, fmt: Fmt) -> pd.Series:
     if fmt == "text":
         out = series.astype(object).where(~missing, "—").astype(str)
     elif fmt == "date":
-        out = pd.to_datetime(series, errors="coerce").dt.strftime("%Y-%m-%d").astype(object).where(~missing, "—")
+        out = (
+            pd.to_datetime(series, errors="coerce")
+            .dt.strftime("%Y-%m-%d")
+            .astype(object)
+            .where(~missing, "—")
+        )
     else:
         x = pd.to_numeric(series, errors="coerce")
-        spec = {"pct": "{:.1f}%", "pp": "{:+.1f}个百分点", "int": "{:,.0f}", "num0": "{:,.0f}"}.get(fmt, "{:,.2f}")
+        spec = {"pct": "{:.1f}%", "pp": "{:+.1f}个百分点", "int": "{:,.0f}", "num0": "{:,.0f}"}.get(
+            fmt, "{:,.2f}"
+        )
         scaled = x * 100 if fmt in ("pct", "pp") else x
         out = scaled.map(lambda v: "—" if pd.isna(v) else spec.format(v))
     return out.fillna("—").astype(str)
@@ -125,8 +134,8 @@ def display_series(series: pd.Series, fmt: Fmt) -> pd.Series:
 
 def html_row_strings(section: Section) -> pd.Series:
     """One ``<tr>…</tr>`` per row of ``section``, every cell escaped: for tables too big for a template loop."""
-    td = "<td style=\"border:1px solid #e1e6eb;padding:3px 6px;\">"
-    td_num = "<td style=\"border:1px solid #e1e6eb;padding:3px 6px;text-align:right;white-space:nowrap;\">"
+    td = '<td style="border:1px solid #e1e6eb;padding:3px 6px;">'
+    td_num = '<td style="border:1px solid #e1e6eb;padding:3px 6px;text-align:right;white-space:nowrap;">'
     if section.frame.empty:
         return pd.Series(dtype=str)
     rows = pd.Series("<tr>", index=section.frame.index)

@@ -33,7 +33,13 @@ def open_warehouse(settings: Settings) -> Any:
     return wh
 
 
-def make_pack(period: str, settings: Settings, out: str | Path | None = None, warehouse: Any = None, letters: bool = True) -> PackResult:
+def make_pack(
+    period: str,
+    settings: Settings,
+    out: str | Path | None = None,
+    warehouse: Any = None,
+    letters: bool = True,
+) -> PackResult:
     """Build the pack for ``period`` into ``out`` (default ``$GAIBAO_HOME/reports/<period>/``)."""
     periods.check_period(period)
     wh = warehouse or open_warehouse(settings)
@@ -48,9 +54,17 @@ def make_pack(period: str, settings: Settings, out: str | Path | None = None, wa
     )
 
 
-def send_pack(result: PackResult, settings: Settings, resend: bool = False, warehouse: Any = None, sender: MailSender | None = None) -> DeliveryReport:
+def send_pack(
+    result: PackResult,
+    settings: Settings,
+    resend: bool = False,
+    warehouse: Any = None,
+    sender: MailSender | None = None,
+) -> DeliveryReport:
     wh = warehouse or open_warehouse(settings)
-    return deliver_pack(result, wh, settings, sender=sender, recipients=load_recipients(settings.recipients), resend=resend)
+    return deliver_pack(
+        result, wh, settings, sender=sender, recipients=load_recipients(settings.recipients), resend=resend
+    )
 
 
 def summary(result: PackResult, delivery: DeliveryReport | None) -> dict[str, Any]:

@@ -49,9 +49,16 @@ def write_workbook(
     """Write ``sections`` (one sheet each) and ``images`` ({sheet name: PNG}) to ``target``."""
     wb = xlsxwriter.Workbook(
         target if not isinstance(target, Path) else str(target),
-        {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False, "in_memory": True},
+        {
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+            "in_memory": True,
+        },
     )
-    header_fmt = wb.add_format({"bold": True, "bg_color": "#DCE6F1", "border": 1, "text_wrap": True, "valign": "top"})
+    header_fmt = wb.add_format(
+        {"bold": True, "bg_color": "#DCE6F1", "border": 1, "text_wrap": True, "valign": "top"}
+    )
     title_fmt = wb.add_format({"bold": True, "font_size": 13})
     formats = {k: wb.add_format({"num_format": v}) for k, v in _NUM_FORMATS.items()}
     date_fmt = wb.add_format({"num_format": "yyyy-mm-dd"})
@@ -81,7 +88,9 @@ def write_workbook(
     wb.close()
 
 
-def _write_column(ws: Any, first_row: int, col: int, values: list, fmt: str, formats: dict, date_fmt: Any, text_fmt: Any) -> None:
+def _write_column(
+    ws: Any, first_row: int, col: int, values: list, fmt: str, formats: dict, date_fmt: Any, text_fmt: Any
+) -> None:
     for i, v in enumerate(values):
         r = first_row + i
         if v is None or (not isinstance(v, str) and pd.isna(v)):
@@ -105,7 +114,9 @@ def _write_column(ws: Any, first_row: int, col: int, values: list, fmt: str, for
                 ws.write_number(r, col, x, formats.get(fmt))
 
 
-def workbook_bytes(sections: list[Section], images: dict[str, bytes] | None = None, title_zh: str | None = None) -> bytes:
+def workbook_bytes(
+    sections: list[Section], images: dict[str, bytes] | None = None, title_zh: str | None = None
+) -> bytes:
     buf = io.BytesIO()
     write_workbook(buf, sections, images, title_zh)
     return buf.getvalue()

@@ -20,8 +20,8 @@ from reports.config import ScoreWeights, Thresholds, load_recipients
 from reports.delivery import deliver_pack, send_receipts
 from reports.mail import Attachment, OutboxSender, SmtpSender, build_message, message_bytes
 from reports.pack import build_pack
-from reports.schema import delivery_log
 from reports.sample import HOSTILE_SCRIPT, load_into_warehouse, sample_inputs
+from reports.schema import delivery_log
 from warehouse.store import Warehouse
 
 P = "2018-06"
@@ -69,7 +69,9 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     inputs = sample_inputs(P)
     load_into_warehouse(wh, inputs)
     result = build_pack(wh.engine, P, home / "reports" / P, Thresholds(), ScoreWeights())
-    settings = Settings(home=home, warehouse_url=f"sqlite:///{home / 'warehouse.db'}", mail_from="改薄办 <gaibao@example.org>")
+    settings = Settings(
+        home=home, warehouse_url=f"sqlite:///{home / 'warehouse.db'}", mail_from="改薄办 <gaibao@example.org>"
+    )
     yield wh, inputs, result, settings
     wh.close()
 
@@ -104,7 +106,13 @@ def readable_text(msg: EmailMessage) -> str:
 
 def test_chinese_attachment_name_is_rfc2231_and_survives_a_parse() -> None:
     name = "蚌埠市全面改薄联席会议材料2018年12月.xlsx"
-    msg = build_message("a@example.org", ["b@example.org"], "主题：联席会议材料", "<p>正文</p>", [Attachment(name, b"PK\x03\x04", *XLSX)])
+    msg = build_message(
+        "a@example.org",
+        ["b@example.org"],
+        "主题：联席会议材料",
+        "<p>正文</p>",
+        [Attachment(name, b"PK\x03\x04", *XLSX)],
+    )
     raw = message_bytes(msg)
     assert raw.isascii()  # 7bit on the wire: any server takes it
     assert b"filename*" in raw and b"utf-8''" in raw
@@ -138,13 +146,21 @@ def test_pack_and_letters_arrive_scoped_over_real_smtp(wh_fresh_log, smtp_server
     pack = by_rcpt[("office@example.org",)]
     assert pack["Subject"] == "全面改薄联席会议材料（2018年6月）"
     names = {a.get_filename(): a for a in pack.iter_attachments()}
-    assert {"全面改薄联席会议材料2018年6月.xlsx", "全面改薄项目进展公示2018年6月.csv", "全面改薄联席会议材料2018年6月.html"} <= set(names)
+    assert {
+        "全面改薄联席会议材料2018年6月.xlsx",
+        "全面改薄项目进展公示2018年6月.csv",
+        "全面改薄联席会议材料2018年6月.html",
+    } <= set(names)
     wb = openpyxl.load_workbook(io.BytesIO(names["全面改薄联席会议材料2018年6月.xlsx"].get_content()))
     assert "县区排名" in wb.sheetnames
     html = pack.get_body(("html",))
     assert "cid:county-chart" in html.get_content() and HOSTILE_SCRIPT not in html.get_content()
     inline = [p for p in pack.walk() if p["Content-ID"] == "<county-chart>"]
-    assert inline and inline[0].get_content_type() == "image/png" and inline[0].get_content_disposition() == "inline"
+    assert (
+        inline
+        and inline[0].get_content_type() == "image/png"
+        and inline[0].get_content_disposition() == "inline"
+    )
 
     div = inputs.divisions
     facts = inputs.facts
@@ -267,7 +283,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -275,7 +293,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cert_path, key_path = d / "cert.pem", d / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     return cert_path, key_path
 
@@ -290,11 +310,17 @@ class Login:
     def __call__(self, server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN204
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
-        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (self.user, self.password)
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            self.user,
+            self.password,
+        )
         self.seen.append(auth_data.login)
         return AuthResult(success=ok, handled=False)
 
 
+@pytest.mark.filterwarnings(
+    "ignore:Requiring AUTH while not requiring TLS"
+)  # implicit TLS: aiosmtpd cannot tell
 @pytest.mark.parametrize("security", ["starttls", "ssl"])
 def test_smtp_over_tls_with_login(tls_files: tuple[Path, Path], security: str) -> None:
     import ssl
@@ -308,25 +334,53 @@ def test_smtp_over_tls_with_login(tls_files: tuple[Path, Path], security: str) -
     port = free_port()
     if security == "starttls":
         controller = Controller(
-            inbox, hostname="127.0.0.1", port=port, tls_context=server_ctx, require_starttls=True,
-            authenticator=login, auth_required=True, auth_require_tls=True, auth_exclude_mechanism=["LOGIN"],
+            inbox,
+            hostname="127.0.0.1",
+            port=port,
+            tls_context=server_ctx,
+            require_starttls=True,
+            authenticator=login,
+            auth_required=True,
+            auth_require_tls=True,
+            auth_exclude_mechanism=["LOGIN"],
         )
     else:
         controller = Controller(
-            inbox, hostname="127.0.0.1", port=port, ssl_context=server_ctx,
-            authenticator=login, auth_required=True, auth_require_tls=False, auth_exclude_mechanism=["LOGIN"],
+            inbox,
+            hostname="127.0.0.1",
+            port=port,
+            ssl_context=server_ctx,
+            authenticator=login,
+            auth_required=True,
+            auth_require_tls=False,
+            auth_exclude_mechanism=["LOGIN"],
         )
     controller.start()
     try:
         client_ctx = ssl.create_default_context(cafile=str(cert))
         sender = SmtpSender(
-            "127.0.0.1", port, security, user="gaibao", password=SecretStr("pass-secret"), ssl_context=client_ctx, attempts=1,
+            "127.0.0.1",
+            port,
+            security,
+            user="gaibao",
+            password=SecretStr("pass-secret"),
+            ssl_context=client_ctx,
+            attempts=1,
             timeout_s=10,
         )
         msg = build_message("a@example.org", ["b@example.org"], "加密发送", "<p>正文</p>")
         sender.send(msg, ["b@example.org"], "tls/1")
         assert len(inbox.messages) == 1 and login.seen == [b"gaibao"]
-        wrong = SmtpSender("127.0.0.1", port, security, user="gaibao", password=SecretStr("x"), ssl_context=client_ctx, attempts=1, timeout_s=10)
+        wrong = SmtpSender(
+            "127.0.0.1",
+            port,
+            security,
+            user="gaibao",
+            password=SecretStr("x"),
+            ssl_context=client_ctx,
+            attempts=1,
+            timeout_s=10,
+        )
         with pytest.raises(smtplib.SMTPAuthenticationError):
             wrong.send(msg, ["b@example.org"], "tls/2")
         assert len(inbox.messages) == 1

@@ -65,7 +65,10 @@ def test_not_started_overdue_day_edges(days_before_end: int, overdue: bool) -> N
 
 
 def test_not_started_overdue_ignores_started_projects() -> None:
-    rows = [fact(P, status="在建", planned_start=date(2017, 1, 1)), fact(P, "P2", status="已竣工", planned_start=date(2017, 1, 1))]
+    rows = [
+        fact(P, status="在建", planned_start=date(2017, 1, 1)),
+        fact(P, "P2", status="已竣工", planned_start=date(2017, 1, 1)),
+    ]
     assert not_started_overdue(frame(rows), P, TH).empty
 
 
@@ -101,7 +104,10 @@ def test_not_started_without_date_gap_breaks_the_run() -> None:
 )
 def test_stalled_edges(history: list[float], flag: bool, since: str | None) -> None:
     ps = periods.window(P, len(history))
-    rows = [fact(p, status="在建", completed_area_m2=a, completed_invest_wan=1.0) for p, a in zip(ps, history, strict=True)]
+    rows = [
+        fact(p, status="在建", completed_area_m2=a, completed_invest_wan=1.0)
+        for p, a in zip(ps, history, strict=True)
+    ]
     out = stalled(frame(rows), P, TH)
     assert (len(out) == 1) is flag
     if flag:
@@ -110,13 +116,18 @@ def test_stalled_edges(history: list[float], flag: bool, since: str | None) -> N
 
 def test_stalled_investment_moving_is_not_stalled_and_completed_is_ignored() -> None:
     ps = periods.window(P, 3)
-    moving = [fact(p, status="在建", completed_area_m2=10, completed_invest_wan=i) for p, i in zip(ps, [1, 1, 2], strict=True)]
+    moving = [
+        fact(p, status="在建", completed_area_m2=10, completed_invest_wan=i)
+        for p, i in zip(ps, [1, 1, 2], strict=True)
+    ]
     done = [fact(p, "P2", status="已竣工", completed_area_m2=10, completed_invest_wan=1) for p in ps]
     assert stalled(frame(moving + done), P, TH).empty
 
 
 def test_stalled_with_a_missing_month_is_not_stalled() -> None:
-    rows = [fact(p, status="在建", completed_area_m2=10) for p in [periods.shift(P, -3), periods.shift(P, -2), P]]
+    rows = [
+        fact(p, status="在建", completed_area_m2=10) for p in [periods.shift(P, -3), periods.shift(P, -2), P]
+    ]
     assert stalled(frame(rows), P, TH).empty
 
 
@@ -135,7 +146,13 @@ def progress_row(code: str, city: str, area: float | None, eq: float | None, per
 
 
 def city_row(city: str, area: float, eq: float) -> dict:
-    return {"period": P, "level": "city", "city_code": city, "area_completion_rate": area, "equipment_completion_rate": eq}
+    return {
+        "period": P,
+        "level": "city",
+        "city_code": city,
+        "area_completion_rate": area,
+        "equipment_completion_rate": eq,
+    }
 
 
 @pytest.mark.parametrize(
@@ -223,7 +240,9 @@ def issue(sid: str, code: str, rule: str, severity: str, explained: bool = False
 
 
 def test_data_errors_and_unexplained_warnings() -> None:
-    subs = pd.DataFrame([submission("340101", rows_rejected=3, submission_id="a"), submission("340102", submission_id="b")])
+    subs = pd.DataFrame(
+        [submission("340101", rows_rejected=3, submission_id="a"), submission("340102", submission_id="b")]
+    )
     issues = pd.DataFrame(
         [
             issue("a", "340101", "BAD_CODE", "error"),
@@ -244,11 +263,11 @@ def test_data_errors_and_unexplained_warnings() -> None:
 
 
 def test_since_period_carried_from_last_period() -> None:
-    cur = stalled(
-        frame([fact(p, status="在建", completed_area_m2=5) for p in periods.window(P, 3)]), P, TH
-    )
+    cur = stalled(frame([fact(p, status="在建", completed_area_m2=5) for p in periods.window(P, 3)]), P, TH)
     assert cur.iloc[0]["since_period"] == P
-    prior = pd.DataFrame([{"category": "STALLED", "county_code": "340321", "project_id": "P1", "since_period": "2017-11"}])
+    prior = pd.DataFrame(
+        [{"category": "STALLED", "county_code": "340321", "project_id": "P1", "since_period": "2017-11"}]
+    )
     assert carry_since(cur, prior).iloc[0]["since_period"] == "2017-11"
     other = prior.assign(project_id="P9")
     assert carry_since(cur, other).iloc[0]["since_period"] == P

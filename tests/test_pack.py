@@ -69,7 +69,9 @@ def test_pack_files_and_workbook_layout(built) -> None:
     assert result.files["xlsx"].name == "全面改薄联席会议材料2018年6月.xlsx"
     assert result.files["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     wb = openpyxl.load_workbook(result.files["xlsx"])
-    assert {"总览", "县区排名", "逾期未开工项目", "停滞项目", "数据质量", "资金与师资", "完成情况图"} <= set(wb.sheetnames)
+    assert {"总览", "县区排名", "逾期未开工项目", "停滞项目", "数据质量", "资金与师资", "完成情况图"} <= set(
+        wb.sheetnames
+    )
     ws = wb["县区排名"]
     assert ws.freeze_panes == "A3"  # title row + header row frozen
     headers = [c.value for c in ws[2]]
@@ -96,7 +98,16 @@ def test_every_exception_category_reaches_the_pack(built) -> None:
         "UNEXPLAINED_WARNINGS",
     }
     html = result.files["html"].read_text(encoding="utf-8")
-    for title in ("逾期未开工项目", "停滞项目", "进度滞后县区", "未报送月报", "逾期报送", "报送被退回", "数据错误", "预警未说明"):
+    for title in (
+        "逾期未开工项目",
+        "停滞项目",
+        "进度滞后县区",
+        "未报送月报",
+        "逾期报送",
+        "报送被退回",
+        "数据错误",
+        "预警未说明",
+    ):
         assert title in html
     assert "data:image/png;base64," in html
     assert "cid:county-chart" in result.email_html and "data:image" not in result.email_html
@@ -129,7 +140,9 @@ def test_formula_text_is_inert_in_xlsx_and_csv(built) -> None:
         rows = list(csv.reader(fh))
     cells = [c for r in rows[1:] for c in r]
     assert "'" + HOSTILE_FORMULA in cells
-    assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or (c.startswith("-") and not _is_number(c))]
+    assert not [
+        c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or (c.startswith("-") and not _is_number(c))
+    ]
 
 
 def _is_number(s: str) -> bool:
@@ -157,7 +170,9 @@ def test_script_is_escaped_in_every_html_output(built) -> None:
 
 def test_no_personal_data_in_any_output(built) -> None:
     _, _, result = built
-    forbidden_headers = {column("progress", c).header_zh for c in personal_columns()} | set(personal_columns())
+    forbidden_headers = {column("progress", c).header_zh for c in personal_columns()} | set(
+        personal_columns()
+    )
     for path in all_outputs(result):
         text = text_of(path)
         assert PERSONAL_NAME not in text and PERSONAL_PHONE not in text, path.name
@@ -213,7 +228,9 @@ def test_rebuild_same_figures_then_says_what_changed(warehouse_url: str, gaibao_
         facts["submission_id"] = sid
         facts["completed_area_m2"] = facts["planned_area_m2"]
         facts["row_number"] = range(3, 3 + len(facts))
-        sub = inputs.submissions[(inputs.submissions["county_code"] == code) & (inputs.submissions["kind"] == "progress")].copy()
+        sub = inputs.submissions[
+            (inputs.submissions["county_code"] == code) & (inputs.submissions["kind"] == "progress")
+        ].copy()
         sub["submission_id"], sub["sha256"], sub["rules_version"] = sid, sha, "sample000000"
         sub["received_at"] = sub["received_at"] + pd.Timedelta(hours=5)
         wh.load_batch(sub, facts, inputs.issues.iloc[0:0], "progress")
@@ -224,7 +241,9 @@ def test_rebuild_same_figures_then_says_what_changed(warehouse_url: str, gaibao_
         assert "庐阳区新增或重新报送进展月报" in text and "面积完成率" in text
         assert "与本期上次生成的材料相比" in third.files["html"].read_text(encoding="utf-8")
         with wh.engine.connect() as conn:
-            n = conn.execute(sa.text("SELECT count(*) FROM pack_manifest WHERE period = :p"), {"p": P}).scalar()
+            n = conn.execute(
+                sa.text("SELECT count(*) FROM pack_manifest WHERE period = :p"), {"p": P}
+            ).scalar()
         assert n == 3
     finally:
         wh.close()
@@ -232,7 +251,12 @@ def test_rebuild_same_figures_then_says_what_changed(warehouse_url: str, gaibao_
 
 def test_chart_renders_without_a_cjk_font(monkeypatch: pytest.MonkeyPatch) -> None:
     table = pd.DataFrame(
-        {"county_code": ["340102", "340103"], "county_name": ["瑶海区", "庐阳区"], "area_completion_rate": [1.083, 0.5], "equipment_completion_rate": [0.919, None]}
+        {
+            "county_code": ["340102", "340103"],
+            "county_name": ["瑶海区", "庐阳区"],
+            "area_completion_rate": [1.083, 0.5],
+            "equipment_completion_rate": [0.919, None],
+        }
     )
     monkeypatch.setattr(chart, "cjk_font_path", lambda: None)
     png = chart.county_completion_png(table, "标题")
@@ -275,7 +299,9 @@ def _apt_install(*packages: str) -> str | None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True, timeout=300, env=env)
-        done = subprocess.run(["apt-get", "install", "-y", "-q", *packages], capture_output=True, timeout=900, env=env)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-q", *packages], capture_output=True, timeout=900, env=env
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"apt-get failed: {exc}"
     return None if done.returncode == 0 else f"apt-get install {' '.join(packages)} exited {done.returncode}"
@@ -316,12 +342,23 @@ def test_pack_html_renders_in_headless_chromium(built, chromium: str, tmp_path: 
 def test_pack_xlsx_converts_to_pdf_in_libreoffice(built, tmp_path: Path) -> None:
     office = shutil.which("libreoffice") or shutil.which("soffice")
     if not office:
-        pytest.skip("LibreOffice is not installed (Debian package libreoffice-calc); the XLSX was checked with openpyxl only")
+        pytest.skip(
+            "LibreOffice is not installed (Debian package libreoffice-calc); the XLSX was checked with openpyxl only"
+        )
     _, _, result = built
     src = tmp_path / "pack.xlsx"
     shutil.copy(result.files["xlsx"], src)
     done = subprocess.run(
-        [office, f"-env:UserInstallation=file://{tmp_path / 'lo'}", "--headless", "--convert-to", "pdf", "--outdir", str(tmp_path), str(src)],
+        [
+            office,
+            f"-env:UserInstallation=file://{tmp_path / 'lo'}",
+            "--headless",
+            "--convert-to",
+            "pdf",
+            "--outdir",
+            str(tmp_path),
+            str(src),
+        ],
         capture_output=True,
         timeout=180,
         check=False,
