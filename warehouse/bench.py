@@ -142,15 +142,19 @@ def main() -> None:
     url = args.url or f"sqlite:///{home / 'warehouse.db'}"
     w = Warehouse(url, home)
     w.upgrade()
-    first = synthetic_batch("2017-05", args.counties, args.rows, "a")
-    measure("load_batch new 1M", lambda: w.load_batch(*first, kind="progress"))
-    keys = first[0][["county_code", "period", "sha256", "rules_version"]].assign(kind="progress")
+
+    def load(b: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+        subs, facts, issues = b
+        w.load_batch(subs, facts, issues, kind="progress")
+
+    batches = [synthetic_batch("2017-05", args.counties, args.rows, "a")]
+    measure("load_batch new 1M", lambda: load(batches[0]))
+    keys = batches[0][0][["county_code", "period", "sha256", "rules_version"]].assign(kind="progress")
     measure("known_submissions 2850", lambda: w.known_submissions(keys))
-    first = None  # free the frames before the next batch
-    second = synthetic_batch("2017-05", args.counties, args.rows, "b", seed=2)
-    measure("load_batch supersede 1M", lambda: w.load_batch(*second, kind="progress"))
-    counties = second[0]["county_code"].tolist()
-    second = None
+    batches[0] = synthetic_batch("2017-05", args.counties, args.rows, "b", seed=2)  # frees the first
+    measure("load_batch supersede 1M", lambda: load(batches[0]))
+    counties = batches[0][0]["county_code"].tolist()
+    batches.clear()
     rule_cols = ["project_id", "status", "started_area_m2", "completed_area_m2", "completed_invest_wan"]
     measure("previous_rows all columns", lambda: w.previous_rows("progress", "2017-06", counties))
     measure("previous_rows rule columns", lambda: w.previous_rows("progress", "2017-06", counties, rule_cols))

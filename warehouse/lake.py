@@ -207,17 +207,17 @@ class Lake:
         """The rows of ``paths``, in that order. Many small files: a small thread pool of
         single-threaded reads is the fastest measured way (pyarrow's own threading costs more
         than it gives on files of a few hundred rows)."""
-        paths = [str(p) for p in paths]
-        if not paths:
+        names = [str(p) for p in paths]
+        if not names:
             return schema.empty_table()
 
         def one(path: str) -> pa.Table:
             return pq.ParquetFile(path).read(use_threads=False).select(schema.names).cast(schema)
 
-        if len(paths) < 8:
-            return pa.concat_tables([one(p) for p in paths])
+        if len(names) < 8:
+            return pa.concat_tables([one(p) for p in names])
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            return pa.concat_tables(list(pool.map(one, paths)))
+            return pa.concat_tables(list(pool.map(one, names)))
 
 
 def move(src: Path, dst: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -283,7 +284,7 @@ def _aggregate(
     agg = pd.concat(frames, ignore_index=True).drop_duplicates("submission_id")
     # Only accepted submissions (the fact tables hold nothing else, but say so), with is_late.
     sub_ids = agg["submission_id"].tolist()
-    meta = []
+    meta: list[Any] = []
     for i in range(0, len(sub_ids), 900):
         res = conn.execute(
             sa.select(submission.c.submission_id, submission.c.is_late).where(

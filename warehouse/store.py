@@ -178,7 +178,7 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> int:
         return 0
     cols = data.column_names
     if conn.dialect.name == "postgresql":
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
         col_sql = ", ".join(f'"{c}"' for c in cols)  # names from our own schema, never from data
         opts = pacsv.WriteOptions(include_header=False, batch_size=CHUNK_ROWS)
         with (
@@ -192,6 +192,7 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> int:
         return data.num_rows
     # SQLite: DB-API executemany inside the open transaction, 50k rows at a time.
     raw = conn.connection.driver_connection
+    assert raw is not None
     placeholders = ", ".join("?" for _ in cols)
     sql = f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) VALUES ({placeholders})'
     for batch in data.to_batches(max_chunksize=CHUNK_ROWS):
@@ -425,7 +426,8 @@ class Warehouse:
             return schema.empty_table().to_pandas(date_as_object=False)
         latest = pd.DataFrame(rows, columns=["county_code", "period", "submission_id"])
         latest = latest.sort_values(["county_code", "period"]).drop_duplicates("county_code", keep="last")
-        paths, missing = [], []
+        paths: list[tuple[Path, str]] = []
+        missing: list[tuple[Path, str]] = []
         for c, p, sid in latest.itertuples(index=False, name=None):
             f = self.lake.file_path(kind, p, c, sid)
             (paths if f.is_file() else missing).append((f, sid))
@@ -569,7 +571,7 @@ class Warehouse:
         batch_ids = subs["submission_id"].tolist()
         periods = sorted(set(subs["period"]))
         # What the warehouse holds now for these keys and ids (read under the key locks).
-        existing_rows = []
+        existing_rows: list[Any] = []
         for chunk in _chunks(sorted(set(subs["county_code"]))):
             q = sa.select(s).where(s.c.kind == kind, s.c.period.in_(periods), s.c.county_code.in_(chunk))
             existing_rows.extend(conn.execute(q).mappings().all())
@@ -677,10 +679,9 @@ class Warehouse:
         )
         sub_records = _records(subs, [c.name for c in s.columns])
         for r in sub_records:
-            r["received_at"] = (
-                _utc(r.get("received_at")).to_pydatetime() if r.get("received_at") is not None else None
-            )
-            r["loaded_at"] = _utc(r["loaded_at"]).to_pydatetime()
+            received, loaded = _utc(r.get("received_at")), _utc(r["loaded_at"])
+            r["received_at"] = received.to_pydatetime() if received is not None else None
+            r["loaded_at"] = loaded.to_pydatetime() if loaded is not None else now
         if sub_records:
             conn.execute(s.insert(), sub_records)
         facts_in = fact_data
