@@ -359,6 +359,29 @@ def test_previous_rows_reads_latest_earlier_accepted_period(wh: Warehouse) -> No
     assert wh.previous_rows("progress", "2017-04", ["340102"]).empty
 
 
+def test_reading_and_queries(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = submission_row("340102", "2017-06", "v1")
+    wh.load_batch(*batch((a, TWO_PROJECTS)), kind="progress")
+    sub = wh.submissions(county="340102", kind="progress").iloc[0]
+    assert sub["unknown_columns"] == '["备用列"]' and sub["rows_accepted"] == 2
+    assert len(wh.read_table("ref_division")) == len(bundled_divisions())
+    assert wh.read_table("fact_progress", {"project_id": ["P1", "X"]})["project_id"].tolist() == ["P1"]
+    hostile = "340102' OR '1'='1"
+    assert (
+        wh.query("select count(*) as n from fact_progress where county_code = :c", {"c": hostile})["n"][0]
+        == 0
+    )
+    with pytest.raises(ValueError):
+        wh.read_table("sqlite_master")
+    with pytest.raises(ValueError):  # facts that name another county than their submission
+        bad = submission_row("340103", "2017-06", "bad")
+        subs, facts, issues = batch((bad, TWO_PROJECTS))
+        wh.load_batch(subs, facts.assign(county_code="340104"), issues, kind="progress")
+    other = Warehouse.from_settings()  # GAIBAO_HOME / GAIBAO_WAREHOUSE_URL from the fixtures
+    assert other.read_table("fact_progress")["submission_id"].tolist() == [a["submission_id"]] * 2
+    other.close()
+
+
 # -- marts -------------------------------------------------------------------------------------
 def test_marts_carry_forward_rates_city_and_province(wh: Warehouse) -> None:
     wh.load_plan(

@@ -490,6 +490,7 @@ class Warehouse:
             if not keep.all():  # avoid copying a million rows when nothing is dropped
                 facts = facts[keep]
         fact_data = frame_to_arrow(facts, fact_table)
+        self._check_fact_keys(fact_data, subs)
         issue_data = self._prepare_issues(issues, subs, kind)
 
         load_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -540,6 +541,20 @@ class Warehouse:
                 lambda v: v if v is None or isinstance(v, str) else json.dumps(list(v), ensure_ascii=False)
             )
         return subs.reset_index(drop=True)
+
+    @staticmethod
+    def _check_fact_keys(fact_data: pa.Table, subs: pd.DataFrame) -> None:
+        """Every fact row must carry its submission's county and period (the lake path says so)."""
+        if fact_data.num_rows == 0:
+            return
+        keys = ["submission_id", "county_code", "period"]
+        triples = fact_data.select(keys).group_by(keys).aggregate([])
+        expected = dict(
+            zip(subs["submission_id"], zip(subs["county_code"], subs["period"], strict=True), strict=True)
+        )
+        for sid, c, p in zip(*(triples[k].to_pylist() for k in keys), strict=True):
+            if expected.get(sid) != (c, p):
+                raise ValueError(f"fact rows of {sid} name county {c} / period {p}, not their submission's")
 
     def _prepare_issues(self, issues: pd.DataFrame, subs: pd.DataFrame, kind: str) -> pa.Table:
         if issues is None or len(issues) == 0:
