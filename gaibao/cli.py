@@ -148,6 +148,33 @@ def db_upgrade() -> None:
     typer.echo(f"warehouse at head: {make_url(wh.engine.url).render_as_string(hide_password=True)}")
 
 
+@rules_app.command("impact")
+def rules_impact_cmd(
+    since: Annotated[Optional[str], typer.Option("--since", help="first period to re-judge, YYYY-MM")] = None,  # noqa: UP007
+    out: Annotated[Optional[Path], typer.Option("--out", help="row-level details as CSV")] = None,  # noqa: UP007
+    rules: Annotated[
+        Optional[Path],  # noqa: UP007
+        typer.Option("--rules", exists=True, file_okay=False, help="suites directory (default: expectations/ of the working tree)"),
+    ] = None,
+) -> None:
+    """Re-judge every archived return with the rules in the working tree; writes nothing to the warehouse."""
+    _quiet_runtime()
+    from gaibao.settings import get_settings
+    from tasks.impact import format_impact, rules_impact, write_impact_csv
+    from warehouse.store import Warehouse
+
+    settings = get_settings()
+    wh = Warehouse(str(settings.warehouse_url), settings.home, recover=False)  # read only: no journal repair
+    try:
+        impact = rules_impact(wh, settings, rules_dir=rules, since=since)
+        names = dict(wh.query("SELECT county_code, county_name FROM ref_division").itertuples(index=False, name=None))
+    finally:
+        wh.close()
+    typer.echo(format_impact(impact, names))
+    path = write_impact_csv(impact, out or settings.reports_dir / "rules_impact.csv")
+    typer.echo(f"details ({len(impact.changes)} rows): {path}")
+
+
 @app.command()
 def demo(
     home: Annotated[Optional[Path], typer.Option("--home", help="GAIBAO_HOME for the demo")] = None,  # noqa: UP007
