@@ -171,7 +171,10 @@ class Lake:
             if table[name].null_count:
                 raise ValueError(f"fact rows with a null {name}")
         keyed = table.append_column(_S, table["submission_id"])
-        keyed = keyed.sort_by([(_S, "ascending"), ("row_number", "ascending")])
+        runs = pc.run_end_encode(table["submission_id"].combine_chunks()).run_ends
+        if len(runs) != pc.count_distinct(table["submission_id"]).as_py():
+            # rows of one submission are not contiguous: sort (a copy), so each gets one file
+            keyed = keyed.sort_by([(_S, "ascending"), ("row_number", "ascending")])
         ds.write_dataset(
             keyed,
             out,
@@ -183,6 +186,7 @@ class Lake:
             max_partitions=1_000_000,
             max_open_files=512,
             max_rows_per_group=1 << 20,
+            preserve_order=True,  # rows keep the file's order inside each submission
         )
         parts: dict[str, list[Path]] = {}
         for f in out.iterdir():

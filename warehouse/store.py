@@ -640,7 +640,8 @@ class Warehouse:
         trash = self.lake.trash_dir(load_id)
         for c, p in sorted(swap_keys):
             for f in self.lake.partition_files(kind, p, c):
-                moves.append((self.lake.relative(f), self.lake.relative(trash / self.lake.relative(f))))
+                rel = self.lake.relative(f)  # trash is flat: one directory, fewer slow metadata operations
+                moves.append((rel, self.lake.relative(trash / rel.replace("/", "__"))))
         for (c, p), sid in sorted(winners.items()):
             if sid in staged:
                 moves.append(
