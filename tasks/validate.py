@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from gaibao import contract
 from tasks.normalise import FINDING_COLUMNS, ROW_NUMBER, SUBMISSION_ID, empty_findings, period_end
@@ -236,7 +238,7 @@ def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext) -> pd.
     index = pd.RangeIndex(len(typed), name=ROW_KEY)
     frame = pd.DataFrame(
         {
-            name: (helpers[name] if name in helpers else typed[name]).to_numpy()
+            name: _gx_column(helpers[name] if name in helpers else typed[name])
             for name in _suite_columns(kind)
         },
         index=index,
@@ -250,6 +252,28 @@ def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext) -> pd.
             continue
         pieces.append(ctx.findings(keys, meta["rule"], meta["severity"], meta["column"], meta["message_zh"]))
     return pd.concat(pieces, ignore_index=True) if pieces else empty_findings()
+
+
+def _gx_column(series: pd.Series) -> Any:
+    """A column as handed to GX. Repetitive text (statuses, types, school names) becomes
+    categorical: GX copies the whole frame for every row condition and null filter and hashes
+    it once, and codes are far cheaper to copy and hash than a million strings (the
+    expectations read categories as the same text)."""
+    if pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
+        values = series.array
+        if hasattr(values, "__arrow_array__"):  # pyarrow-backed str: no copy
+            arr = pa.array(values)
+        else:
+            arr = pa.array(series.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        encoded = pc.dictionary_encode(arr)
+        if len(encoded.dictionary) > max(1000, len(arr) // 10):
+            return series.array  # near-unique (project ids, school codes): categories would not pay
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        categories = pd.Index(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        return pd.Categorical.from_codes(codes, categories=categories, validate=False)
+    return series.to_numpy()
 
 
 def _run_gx(kind: str, frame: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
@@ -454,7 +478,7 @@ class _MessageContext:
     def written(self, column: str, keys: np.ndarray) -> np.ndarray:
         """The values of ``column`` at ``keys`` as the clerk wrote them (None where empty)."""
         if self.raw is not None and column in self.raw.columns:
-            return _none_for_na(self.raw[column].to_numpy(dtype=object)[keys])
+            return _none_for_na(_take(self.raw[column], keys))
         source = self.helpers.get(column)
         if source is None:
             source = self.typed[column]
@@ -467,7 +491,7 @@ class _MessageContext:
         shown = self.written(column, keys)
         if self.raw is None or not self.unit_factors or column in self.helpers:
             return shown
-        sids = self.typed[SUBMISSION_ID].to_numpy(dtype=object)[keys]
+        sids = _take(self.typed[SUBMISSION_ID], keys)
         converted = [sid for sid, f in self.unit_factors.items() if f.get(column, 1.0) != 1.0]
         if converted:
             mask = np.isin(sids, converted)
@@ -486,7 +510,7 @@ class _MessageContext:
             return labels
         if not col.unit or not self.unit_factors:
             return labels
-        sids = self.typed[SUBMISSION_ID].to_numpy(dtype=object)[keys]
+        sids = _take(self.typed[SUBMISSION_ID], keys)
         for sid, factors in self.unit_factors.items():
             factor = factors.get(column)
             if factor is None or factor == 1.0:
@@ -510,7 +534,7 @@ class _MessageContext:
         value = self.written(column, keys) if column in self.typed.columns else np.full(n, None, dtype=object)
         rows = self.typed[ROW_NUMBER].to_numpy()[keys]
         project = (
-            self.typed["project_id"].to_numpy(dtype=object)[keys]
+            _take(self.typed["project_id"], keys)
             if "project_id" in self.typed.columns
             else np.full(n, None, dtype=object)
         )
@@ -525,7 +549,7 @@ class _MessageContext:
                 values[name] = _display(self.quoted(name, keys))
         return pd.DataFrame(
             {
-                "submission_id": self.typed[SUBMISSION_ID].to_numpy(dtype=object)[keys],
+                "submission_id": _take(self.typed[SUBMISSION_ID], keys),
                 "row_number": pd.array(rows, dtype="Int64"),
                 "project_id": project,
                 "rule": rule,
@@ -536,6 +560,12 @@ class _MessageContext:
                 "is_explained": False,
             }
         )
+
+
+def _take(series: pd.Series, keys: np.ndarray) -> np.ndarray:
+    """``series`` at positions ``keys`` as objects (select first: converting a million
+    Arrow strings to objects to pick a few is the slow way round)."""
+    return series.iloc[keys].to_numpy(dtype=object)
 
 
 def _none_for_na(values: np.ndarray) -> np.ndarray:
