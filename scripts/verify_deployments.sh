@@ -49,7 +49,7 @@ cleanup() {
         kill -TERM -- "-$pid" 2>/dev/null || true
     done
     local pid alive
-    for _ in $(seq 1 40); do  # up to 8 s for all of them to stop, then SIGKILL what is left
+    for _ in $(seq 1 15); do  # up to 3 s for all of them to stop, then SIGKILL what is left
         alive=0
         for pid in "${PIDS[@]}"; do
             kill -0 -- "-$pid" 2>/dev/null && alive=1
