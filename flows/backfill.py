@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import ingest_one_period
+from flows.runners import task_runner
 from flows.hooks import notify_failure
 from gaibao.settings import get_settings
 from tasks import steps

@@ -5,13 +5,14 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import ingest_one_period
+from flows.runners import task_runner
 from flows.hooks import notify_failure
 from gaibao.settings import get_settings
 from tasks import steps
 from tasks.ingest import RunSummary, default_period
 
 
-@flow(name="nightly-ingest", on_failure=[notify_failure], log_prints=False)
+@flow(name="nightly-ingest", on_failure=[notify_failure], log_prints=False, task_runner=task_runner())
 def nightly_ingest(period: str | None = None, counties: list[str] | None = None) -> dict:
     """Ingest ``period`` (default: the previous month in Asia/Shanghai) for all or some counties."""
     settings = get_settings()

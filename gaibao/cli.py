@@ -28,6 +28,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
 
 PeriodOpt = Annotated[str, typer.Option("--period", "-p", help="报告期 YYYY-MM")]
+RunnerOpt = Annotated[
+    Optional[str],  # noqa: UP007
+    typer.Option("--task-runner", help="default (threads) or dask (GAIBAO_DASK_ADDRESS or a local cluster)"),
+]
 CountyOpt = Annotated[
     Optional[list[str]], typer.Option("--county", "-c", help="县区代码; repeat for several")  # noqa: UP007
 ]
@@ -62,13 +66,16 @@ def _exit_for(summary: dict) -> None:
 def ingest(
     period: PeriodOpt,
     county: CountyOpt = None,
+    runner: RunnerOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
 ) -> None:
     """Run the nightly ingest flow for one period (默认上月)."""
     _quiet_runtime()
     from flows.nightly import nightly_ingest
+    from flows.runners import task_runner
 
-    summary = nightly_ingest(period=period, counties=county or None)
+    flow = nightly_ingest.with_options(task_runner=task_runner(kind=runner)) if runner else nightly_ingest
+    summary = flow(period=period, counties=county or None)
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2)) if json_out else _echo_summary(summary)
     _exit_for(summary)
 
@@ -79,13 +86,16 @@ def backfill(
     end: Annotated[str, typer.Option("--end", help="last period YYYY-MM")],
     county: CountyOpt = None,
     force: Annotated[bool, typer.Option("--force", help="re-judge archived files with today's rules")] = False,
+    runner: RunnerOpt = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Re-run a range of periods in order (cross-period rules depend on the order)."""
     _quiet_runtime()
     from flows.backfill import backfill as backfill_flow
+    from flows.runners import task_runner
 
-    summary = backfill_flow(start=start, end=end, counties=county or None, force=force)
+    flow = backfill_flow.with_options(task_runner=task_runner(kind=runner)) if runner else backfill_flow
+    summary = flow(start=start, end=end, counties=county or None, force=force)
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2)) if json_out else _echo_summary(summary)
     _exit_for(summary)
 
