@@ -145,7 +145,8 @@ def main() -> None:
 
     def load(b: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
         subs, facts, issues = b
-        w.load_batch(subs, facts, issues, kind="progress")
+        r = w.load_batch(subs, facts, issues, kind="progress")
+        print(json.dumps({k: round(v, 2) for k, v in r.timings.items()}), flush=True)
 
     batches = [synthetic_batch("2017-05", args.counties, args.rows, "a")]
     measure("load_batch new 1M", lambda: load(batches[0]))

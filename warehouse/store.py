@@ -102,6 +102,7 @@ class LoadResult:
     fact_rows: int = 0
     issues: int = 0
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
 
 def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -500,15 +501,19 @@ class Warehouse:
         committed = False
         result: LoadResult | None = None
         try:
+            t_stage = time.perf_counter()
             staged = self.lake.stage(load_id, kind, fact_data)
+            timings = {"prepare": t_stage - t0, "stage": time.perf_counter() - t_stage}
             _maybe_fail("after_lake_stage")
             keys = sorted({(kind, c, p) for c, p in zip(subs["county_code"], subs["period"], strict=True)})
+            t_sql = time.perf_counter()
             with self._write_txn(keys) as conn:
                 result = self._load_sql(
                     conn, load_id, kind, subs, batch_winner, fact_data, issue_data, staged, journal
                 )
                 _maybe_fail("before_sql_commit")
             committed = True
+            timings["sql_and_swap"] = time.perf_counter() - t_sql
             journal.write(state="committed")
             _maybe_fail("after_sql_commit")
         except BaseException:
@@ -518,8 +523,16 @@ class Warehouse:
             finally:
                 journal.release()  # if the undo failed too, the journal stays for recover()
             raise
+        t_finish = time.perf_counter()
         self._finish(journal)
-        return LoadResult(**{**result.__dict__, "seconds": time.perf_counter() - t0})
+        timings["finish"] = time.perf_counter() - t_finish
+        seconds = time.perf_counter() - t0
+        log.info(
+            "load %s (%s): %d accepted, %d superseded, %d refused, %d fact rows in %.1f s %s",
+            load_id, kind, len(result.accepted), len(result.superseded), len(result.refused), result.fact_rows,
+            seconds, {k: round(v, 2) for k, v in timings.items()},
+        )  # fmt: skip
+        return LoadResult(**{**result.__dict__, "seconds": seconds, "timings": timings})
 
     def _prepare_submissions(self, submissions: pd.DataFrame, kind: str) -> pd.DataFrame:
         subs = submissions.copy()
