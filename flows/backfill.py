@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import ingest_one_period
+from flows.common import ingest_periods
 from flows.runners import task_runner
 from flows.hooks import notify_failure
 from gaibao.settings import get_settings
@@ -12,7 +12,7 @@ from tasks import steps
 from tasks.ingest import RunSummary, period_range
 
 
-@flow(name="backfill", on_failure=[notify_failure], log_prints=False)
+@flow(name="backfill", on_failure=[notify_failure], log_prints=False, task_runner=task_runner())
 def backfill(start: str, end: str, counties: list[str] | None = None, force: bool = False) -> dict:
     """Ingest every period from ``start`` to ``end`` in order (cross-period rules depend on it).
 
@@ -22,7 +22,6 @@ def backfill(start: str, end: str, counties: list[str] | None = None, force: boo
     periods = period_range(start, end)
     wh = steps.prepare_warehouse(settings)
     summary = RunSummary(flow="backfill", periods=periods)
-    for period in periods:
-        ingest_one_period(wh, settings, period, counties, force, summary)
+    ingest_periods(wh, settings, periods, counties, force, summary)
     steps.refresh_marts(wh, periods[0])
     return steps.publish_summary(summary)

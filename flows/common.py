@@ -1,4 +1,4 @@
-"""Wiring shared by the ingest flows: one period's steps, in order. No logic lives here."""
+"""Wiring shared by the ingest flows: the steps of a run over one or more periods. No logic here."""
 
 from __future__ import annotations
 
@@ -11,14 +11,23 @@ from tasks import steps
 from tasks.ingest import RunSummary, summarise_period
 
 
-def ingest_one_period(
-    wh, settings: Settings, period: str, counties: Sequence[str] | None, force: bool, summary: RunSummary
+def ingest_periods(
+    wh, settings: Settings, periods: Sequence[str], counties: Sequence[str] | None, force: bool, summary: RunSummary
 ) -> None:
-    """Fetch, read, judge and load one period (marts are refreshed by the caller)."""
-    plan = steps.plan_run(wh, settings, period, counties, force)
-    chunks = steps.fetch_returns.map(
-        plan.chunks, period=period, settings=unmapped(settings), known=unmapped(plan.known)
-    )
-    judged = steps.validate_returns(wh, settings, period, chunks.result(), plan.archived)
-    steps.load_returns(wh, judged)
-    summarise_period(summary, plan, judged)
+    """Fetch and read every period's returns, validate them in one batch per kind, then judge and
+    load the periods one by one in order (cross-period rules read the previous period's load).
+    Marts are refreshed by the caller."""
+    plans = steps.plan_runs(wh, settings, periods, counties, force)
+    futures = [
+        steps.fetch_returns.map(plan.chunks, period=plan.period, settings=unmapped(settings), known=unmapped(plan.known))
+        for plan in plans
+    ]
+    gathered = [
+        steps.gather_returns(settings, plan.period, chunk_futures.result(), plan.archived)
+        for plan, chunk_futures in zip(plans, futures, strict=True)
+    ]
+    suite_findings = steps.prevalidate_returns(gathered) if len(periods) > 1 else None
+    for plan, batch in zip(plans, gathered, strict=True):
+        judged = steps.validate_returns(wh, settings, batch, suite_findings)
+        steps.load_returns(wh, judged)
+        summarise_period(summary, plan, judged)

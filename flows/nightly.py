@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import ingest_one_period
+from flows.common import ingest_periods
 from flows.runners import task_runner
 from flows.hooks import notify_failure
 from gaibao.settings import get_settings
@@ -19,7 +19,7 @@ def nightly_ingest(period: str | None = None, counties: list[str] | None = None)
     period = period or default_period(tz=settings.timezone)
     wh = steps.prepare_warehouse(settings)
     summary = RunSummary(flow="nightly-ingest", periods=[period])
-    ingest_one_period(wh, settings, period, counties, False, summary)
+    ingest_periods(wh, settings, [period], counties, False, summary)
     steps.refresh_marts(wh, period)
     return steps.publish_summary(summary)
 

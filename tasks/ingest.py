@@ -235,6 +235,16 @@ class Judged:
     unreachable: dict[str, str]
 
 
+@dataclass
+class Gathered:
+    """One period's new payloads as judging candidates, per kind."""
+
+    period: str
+    by_kind: dict[str, list]  # kind -> list[tasks.judge.Candidate]
+    duplicates: list[Fetched]
+    unreachable: dict[str, str]
+
+
 def _reread_archived(settings: Settings, archived: list[dict[str, object]], period: str) -> list[Fetched]:
     """Rebuild received payloads from the archive (backfill --force re-judges them with today's rules)."""
     from tasks.read import read_return
@@ -261,11 +271,9 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
     return out
 
 
-def judge_period(
-    warehouse, settings: Settings, period: str, chunks: list[ChunkResult], archived: list[dict[str, object]]
-) -> Judged:
-    """Judge every new payload of ``period``: one batch (one validation call) per return kind."""
-    from tasks.judge import Candidate, judge_batch
+def gather_period(settings: Settings, period: str, chunks: list[ChunkResult], archived: list[dict[str, object]]) -> Gathered:
+    """Turn a period's fetched (and, with --force, archived) payloads into candidates, in received order."""
+    from tasks.judge import Candidate
 
     fetched = [f for c in chunks for f in c.fetched]
     unreachable = {k: v for c in chunks for k, v in c.unreachable.items()}
@@ -275,8 +283,6 @@ def judge_period(
         seen = {(f.received.county_code, f.sha256) for f in fresh}
         fresh += [f for f in _reread_archived(settings, archived, period) if (f.received.county_code, f.sha256) not in seen]
     fresh.sort(key=lambda f: (f.received.received_at, f.received.file_name))
-
-    known_counties = set(warehouse.query("SELECT county_code FROM ref_division")["county_code"])
     by_kind: dict[str, list] = {}
     for f in fresh:
         kind = getattr(f.parsed, "kind", None) or f.received.kind or "progress"
@@ -292,15 +298,42 @@ def judge_period(
                 parsed=f.parsed,
             )
         )
+    return Gathered(period, by_kind, duplicates, unreachable)
+
+
+def prevalidate_periods(gathered: list[Gathered]) -> dict[str, pd.DataFrame]:
+    """The suites' findings for every period's candidates: one GX call per kind for the whole run.
+
+    GX costs about a second per call whatever its size, so a 24-month backfill validates once per
+    kind instead of 48 times; the periods are then judged one by one in order with these findings.
+    """
+    from tasks.judge import prevalidate
+
+    kinds = sorted({k for g in gathered for k in g.by_kind})
+    return {kind: prevalidate(kind, [c for g in gathered for c in g.by_kind.get(kind, [])]) for kind in kinds}
+
+
+def judge_period(
+    warehouse, settings: Settings, gathered: Gathered, suite_findings: dict[str, pd.DataFrame] | None = None
+) -> Judged:
+    """Judge one period's candidates: one batch per return kind, against the warehouse as it is now."""
+    from tasks.judge import judge_batch
+
+    known_counties = set(warehouse.query("SELECT county_code FROM ref_division")["county_code"])
     judgements = {}
-    for kind, candidates in by_kind.items():
+    for kind, candidates in gathered.by_kind.items():
         counties = sorted({c.county_code for c in candidates})
-        previous = warehouse.previous_rows(kind, period, counties)
-        judgement = judge_batch(
-            kind, candidates, previous, known_counties, due_day=settings.due_day, tz=settings.timezone
+        previous = warehouse.previous_rows(kind, gathered.period, counties)
+        judgements[kind] = judge_batch(
+            kind,
+            candidates,
+            previous,
+            known_counties,
+            due_day=settings.due_day,
+            tz=settings.timezone,
+            suite_findings=(suite_findings or {}).get(kind),
         )
-        judgements[kind] = judgement
-    return Judged(period, judgements, duplicates, unreachable)
+    return Judged(gathered.period, judgements, gathered.duplicates, gathered.unreachable)
 
 
 def load_waves(judgement) -> list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:

@@ -40,7 +40,7 @@ from tasks.normalise import (
     parse_period,
 )
 from tasks.read import ParsedReturn
-from tasks.validate import plain_message, rules_version, validate_batch
+from tasks.validate import plain_message, rules_version, suite_findings_of, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,12 @@ def judge_batch(
     known_counties: set[str],
     due_day: int = 5,
     tz: str = "Asia/Shanghai",
+    suite_findings: pd.DataFrame | None = None,
 ) -> Judgement:
-    """Judge every candidate file of one batch (one kind; one period unless ``plan``)."""
+    """Judge every candidate file of one batch (one kind; one period unless ``plan``).
+
+    ``suite_findings`` (from :func:`prevalidate`) spares the GX call when a larger batch holding
+    these files was validated earlier."""
     version = rules_version()
     if not known_counties and kind != "plan":
         log.warning("no known counties given: every %s file will be refused as UNKNOWN_COUNTY", kind)
@@ -163,7 +167,9 @@ def judge_batch(
     typed, raw = typed[keep].reset_index(drop=True), raw[keep].reset_index(drop=True)
     type_findings = type_findings[~type_findings["submission_id"].isin(list(refusals))]
 
-    findings = validate_batch(kind, typed, previous, raw=raw, unit_factors=factors)
+    findings = validate_batch(
+        kind, typed, previous, raw=raw, unit_factors=factors, suite_findings=suite_findings
+    )
     mismatch = _total_mismatch(kind, [(s, c) for s, c in ordered if s not in refusals], typed)
     findings = _concat([type_findings, findings, mismatch])
 
@@ -224,6 +230,26 @@ def judge_batch(
         len(issues),
     )
     return Judgement(submissions=submissions.reset_index(drop=True), facts=facts, issues=issues)
+
+
+def prevalidate(kind: str, candidates: list[Candidate]) -> pd.DataFrame:
+    """The suite's findings for every readable candidate of several batches, in one GX call.
+
+    Pass the result to :func:`judge_batch` as ``suite_findings`` for each smaller batch. The
+    findings are keyed by submission id, which carries the rules version."""
+    version = rules_version()
+    items, seen = [], set()
+    for cand in candidates:
+        sid = submission_id(cand.kind, cand.county_code, cand.period, cand.sha256, version)
+        if sid in seen or cand.parsed.refusal is not None:
+            continue
+        seen.add(sid)
+        items.append((sid, cand.parsed))
+    if not items:
+        return empty_findings()
+    raw, factors = concat_returns(kind, items)
+    typed, _ = normalise_frame(kind, raw, factors)
+    return suite_findings_of(kind, typed, raw=raw, unit_factors=factors)
 
 
 def judge_file(

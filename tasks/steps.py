@@ -29,10 +29,12 @@ def prepare_warehouse(settings: Settings):
     return wh
 
 
-@task(name="plan_run", persist_result=False, cache_policy=NO_CACHE)
-def plan_run(wh, settings: Settings, period: str, counties: Sequence[str] | None, force: bool) -> plain.RunPlan:
-    """Which counties to fetch, in which chunks, and which payloads are already judged."""
-    return plain.plan_run(wh, settings, period, counties, force)
+@task(name="plan_runs", persist_result=False, cache_policy=NO_CACHE)
+def plan_runs(
+    wh, settings: Settings, periods: Sequence[str], counties: Sequence[str] | None, force: bool
+) -> list[plain.RunPlan]:
+    """Per period: which counties to fetch, in which chunks, and which payloads are already judged."""
+    return [plain.plan_run(wh, settings, period, counties, force) for period in periods]
 
 
 @task(name="fetch_returns", retries=1, retry_delay_seconds=5, persist_result=False, cache_policy=NO_CACHE)
@@ -46,10 +48,22 @@ def fetch_returns(
     return result
 
 
+@task(name="gather_returns", persist_result=False, cache_policy=NO_CACHE)
+def gather_returns(settings: Settings, period: str, chunks: list[ChunkResult], archived: list) -> plain.Gathered:
+    """A period's new payloads (and, with --force, its archived ones) as judging candidates."""
+    return plain.gather_period(settings, period, chunks, archived)
+
+
+@task(name="prevalidate_returns", persist_result=False, cache_policy=NO_CACHE)
+def prevalidate_returns(gathered: list[plain.Gathered]) -> dict:
+    """Run the suites once per kind over every period of the run."""
+    return plain.prevalidate_periods(gathered)
+
+
 @task(name="validate_returns", persist_result=False, cache_policy=NO_CACHE)
-def validate_returns(wh, settings: Settings, period: str, chunks: list[ChunkResult], archived: list) -> plain.Judged:
-    """Judge every new return of the period against the rules: one validation call per kind."""
-    return plain.judge_period(wh, settings, period, chunks, archived)
+def validate_returns(wh, settings: Settings, gathered: plain.Gathered, suite_findings: dict | None) -> plain.Judged:
+    """Judge a period's returns against the rules (the suites' findings may come precomputed)."""
+    return plain.judge_period(wh, settings, gathered, suite_findings)
 
 
 @task(name="load_returns", persist_result=False, cache_policy=NO_CACHE)

@@ -195,6 +195,7 @@ def validate_batch(
     previous: pd.DataFrame | None = None,
     raw: pd.DataFrame | None = None,
     unit_factors: dict[str, dict[str, float]] | None = None,
+    suite_findings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Findings (``FINDING_COLUMNS``) of a typed batch: the suite in one GX call, then the plain
     checks. ``previous`` is each county's last accepted rows of the kind (typed, with
@@ -208,7 +209,14 @@ def validate_batch(
         if len(raw) != len(typed):
             raise ValueError("raw and typed frames of a batch must be row-aligned")
     ctx = _MessageContext(kind, typed, raw, unit_factors or {})
-    parts = [_suite_findings(kind, typed, ctx)]
+    if suite_findings is None:
+        parts = [_suite_findings(kind, typed, ctx)]
+    else:
+        # The suite's rules judge each row on its own, so findings computed earlier over a
+        # larger batch (``suite_findings_of``) hold for these rows: take theirs.
+        ctx.helpers = helper_columns(kind, typed) if len(typed) else {}
+        mine = suite_findings["submission_id"].isin(pd.unique(typed[SUBMISSION_ID]))
+        parts = [suite_findings[mine].reset_index(drop=True)]
     if kind == "progress":
         parts.append(_repeated(kind, typed, ctx, ["project_id"], "E_PROJECT_ID_REPEATED", "project_id"))
     if kind == "plan":
@@ -225,6 +233,22 @@ def validate_batch(
         else empty_findings()
     )
     return _finish(findings, typed)
+
+
+def suite_findings_of(
+    kind: str,
+    typed: pd.DataFrame,
+    raw: pd.DataFrame | None = None,
+    unit_factors: dict[str, dict[str, float]] | None = None,
+) -> pd.DataFrame:
+    """The suite's findings alone (one GX call), for rows that will be judged later in smaller
+    batches: a backfill validates every period's rows at once, then judges period by period
+    (the cross-period rules need the previous period loaded) reusing these findings."""
+    typed = typed.reset_index(drop=True)
+    if raw is not None:
+        raw = raw.reset_index(drop=True)
+    ctx = _MessageContext(kind, typed, raw, unit_factors or {})
+    return _suite_findings(kind, typed, ctx)
 
 
 def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext) -> pd.DataFrame:

@@ -51,7 +51,8 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for period in ingest.period_range(*PERIODS):
                 plan = ingest.plan_run(wh, settings, period, COUNTIES, False)
                 chunks = [ingest.fetch_and_read(c, period, settings, plan.known) for c in plan.chunks]
-                ingest.load_judged(wh, ingest.judge_period(wh, settings, period, chunks, plan.archived))
+                gathered = ingest.gather_period(settings, period, chunks, plan.archived)
+                ingest.load_judged(wh, ingest.judge_period(wh, settings, gathered))
     get_settings.cache_clear()
     return home
 
