@@ -257,7 +257,7 @@ def one_run(url: str, home: Path, out: Path) -> dict[str, float]:
     from reports.config import load_score_weights, load_thresholds
     from reports.inputs import load_inputs
     from reports.manifest import diff_manifests, latest_manifest, store_manifest
-    from reports.pack import compute_pack, store_marts, write_letters, write_pack
+    from reports.pack import compute_pack, pack_file_names, store_marts, write_county_outputs, write_pack
     from warehouse.store import Warehouse
 
     th, weights = load_thresholds(), load_score_weights()
@@ -274,14 +274,14 @@ def one_run(url: str, home: Path, out: Path) -> dict[str, float]:
     write_pack(data, out, changes, th, letters=False)
     timings["write pack files"] = time.perf_counter() - t
     t = time.perf_counter()
-    write_letters(data, out)
-    timings["write 2850 letters"] = time.perf_counter() - t
+    write_county_outputs(data, out, out / pack_file_names(PERIOD)["disclosure_html"])
+    timings["write county outputs"] = time.perf_counter() - t
     t = time.perf_counter()
     store_marts(wh.engine, PERIOD, data.exceptions, data.scorecard)
     store_manifest(wh.engine, data.manifest, str(out))
     timings["store marts+manifest"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    timings["total without letters"] = timings["total"] - timings["write 2850 letters"]
+    timings["total without county outputs"] = timings["total"] - timings["write county outputs"]
     timings["facts rows read"] = float(len(inputs.facts))
     timings["exceptions"] = float(len(data.exceptions))
     wh.close()

@@ -44,6 +44,7 @@ class Thresholds:
     bottom_n: int = 10
     lookback_periods: int = 6
     html_list_limit: int = 50
+    xlsx_list_limit: int = 10000
 
     @property
     def history_periods(self) -> int:

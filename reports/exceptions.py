@@ -25,6 +25,7 @@ Definitions (thresholds from :class:`reports.config.Thresholds`):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -86,102 +87,151 @@ def _frame(rows: pd.DataFrame, period: str, category: str) -> pd.DataFrame:
 
 
 def _pidx(series: pd.Series) -> np.ndarray:
-    years = series.str.slice(0, 4).astype(int).to_numpy()
-    months = series.str.slice(5, 7).astype(int).to_numpy()
-    return years * 12 + months - 1
+    """Month numbers of ``YYYY-MM`` values (computed once per distinct value)."""
+    codes, uniques = pd.factorize(series.astype(str))
+    table = np.array([periods.index(u) for u in uniques], dtype=np.int64)
+    return table[codes] if len(uniques) else np.zeros(len(series), dtype=np.int64)
 
 
-def trailing_run(keys: pd.DataFrame, period_col: pd.Series, flag: pd.Series, period: str) -> pd.Series:
-    """Length of the run of consecutive periods ending at ``period`` where ``flag`` holds, per key.
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """For each position, how many consecutive True values end there (0 where False)."""
+    c = np.cumsum(mask, dtype=np.int64)
+    reset = np.maximum.accumulate(np.where(mask, 0, c))
+    return c - reset
 
-    ``keys`` holds the key columns (one row per key and period). Returns a Series indexed by the
-    key tuples (a MultiIndex); keys without a run ending at ``period`` are absent.
+
+@dataclass
+class ProjectHistory:
+    """The facts of the projects present now, sorted by project then period, as numpy arrays.
+
+    ``now`` marks each project's row of the current period. ``continues`` marks rows whose
+    previous row is the same project in the calendar month just before.
     """
-    df = keys.copy()
-    df["_d"] = periods.index(period) - _pidx(period_col.astype(str))
-    df = df[flag.to_numpy() & (df["_d"].to_numpy() >= 0)]
-    if df.empty:
-        return pd.Series(dtype="int64")
-    cols = list(keys.columns)
-    df = df.sort_values([*cols, "_d"])
-    df["_rank"] = df.groupby(cols, sort=False).cumcount()
-    run = df[df["_d"] == df["_rank"]].groupby(cols).size()
-    return run
+
+    rows: pd.DataFrame  # the sorted history rows
+    now: np.ndarray
+    continues: np.ndarray
 
 
-def not_started_overdue(facts: pd.DataFrame, period: str, th: Thresholds) -> pd.DataFrame:
+HISTORY_COLUMNS = (
+    "county_code",
+    "project_id",
+    "school_name",
+    "period",
+    "status",
+    "planned_start",
+    "completed_area_m2",
+    "completed_invest_wan",
+)
+
+
+@dataclass(frozen=True)
+class ProjectKeys:
+    """One integer per (county, project) and one month number per row of a facts frame."""
+
+    key: np.ndarray
+    month: np.ndarray
+
+    @classmethod
+    def of(cls, facts: pd.DataFrame) -> ProjectKeys:
+        county = pd.factorize(facts["county_code"])[0].astype(np.int64)
+        project = pd.factorize(facts["project_id"])[0].astype(np.int64)
+        return cls(county * (int(project.max(initial=0)) + 1) + project, _pidx(facts["period"]))
+
+
+def project_history(
+    facts: pd.DataFrame, period: str, keep: np.ndarray | None = None, keys: ProjectKeys | None = None
+) -> ProjectHistory:
+    """History of the projects that are in ``facts`` at ``period`` (optionally only where ``keep``)."""
+    keys = keys or ProjectKeys.of(facts)
+    key, p = keys.key, keys.month
+    is_now = p == periods.index(period)
+    wanted = is_now if keep is None else is_now & keep
+    sel = np.isin(key, np.unique(key[wanted])) & (p <= periods.index(period))
+    key, p = key[sel], p[sel]
+    order = np.lexsort((p, key))
+    cols = [c for c in HISTORY_COLUMNS if c in facts.columns]
+    rows = facts[cols].iloc[np.flatnonzero(sel)[order]].reset_index(drop=True)
+    key, p = key[order], p[order]
+    same = np.zeros(len(key), dtype=bool)
+    same[1:] = key[1:] == key[:-1]
+    step = np.zeros(len(key), dtype=bool)
+    step[1:] = p[1:] == p[:-1] + 1
+    return ProjectHistory(rows=rows, now=p == periods.index(period), continues=same & step)
+
+
+def not_started_overdue(
+    facts: pd.DataFrame, period: str, th: Thresholds, keys: ProjectKeys | None = None
+) -> pd.DataFrame:
     """Projects not started well after their planned start, or not started for many periods."""
-    cur = facts[(facts["period"] == period) & (facts["status"] == NOT_STARTED)]
+    at_p = (facts["period"] == period).to_numpy()
+    not_started = (facts["status"] == NOT_STARTED).to_numpy()
+    cur = facts[at_p & not_started]
     if cur.empty:
         return empty_exceptions()
     end = pd.Timestamp(periods.last_day(period))
     planned = pd.to_datetime(cur["planned_start"], errors="coerce")
     days = (end - planned).dt.days
-    dated = cur[planned.notna() & (days > th.not_started_overdue_days)].copy()
+    dated = cur[(planned.notna() & (days > th.not_started_overdue_days)).to_numpy()].copy()
     parts = []
     if not dated.empty:
         ps = planned[dated.index]
         dated["since_period"] = (ps + pd.Timedelta(days=th.not_started_overdue_days + 1)).dt.strftime("%Y-%m")
         d = days[dated.index].astype(int)
-        dated["detail"] = [
-            f"计划{p:%Y年%m月%d日}开工，至{end:%Y年%m月%d日}已超过{n}天仍未开工"
-            for p, n in zip(ps, d, strict=True)
-        ]
+        dated["detail"] = (
+            "计划"
+            + ps.dt.strftime("%Y年%m月%d日")
+            + f"开工，至{end:%Y年%m月%d日}已超过"
+            + d.astype(str)
+            + "天仍未开工"
+        )
         parts.append(dated)
 
-    undated_now = cur[planned.isna()]
-    if not undated_now.empty:
-        hist = facts[["county_code", "project_id", "period", "status", "planned_start"]]
-        flag = (hist["status"] == NOT_STARTED) & hist["planned_start"].isna()
-        run = trailing_run(hist[["county_code", "project_id"]], hist["period"], flag, period)
+    no_date = pd.to_datetime(facts["planned_start"], errors="coerce").isna().to_numpy()
+    if (not_started & no_date & at_p).any():
+        h = project_history(facts, period, keep=not_started & no_date, keys=keys)
+        flag = (h.rows["status"] == NOT_STARTED).to_numpy() & pd.to_datetime(
+            h.rows["planned_start"], errors="coerce"
+        ).isna().to_numpy()
+        prev_flag = np.zeros(len(flag), dtype=bool)
+        prev_flag[1:] = flag[:-1]
+        run = np.where(flag, _runs(flag & h.continues & prev_flag) + 1, 0)
         n = th.not_started_no_date_periods
-        run = run[run >= n]
-        if not run.empty:
-            hit = undated_now.merge(run.rename("_run").reset_index(), on=["county_code", "project_id"])
-            hit["since_period"] = [periods.shift(period, -(int(r) - n)) for r in hit["_run"]]
-            hit["detail"] = [f"未填计划开工日期，已连续{int(r)}个月未开工" for r in hit["_run"]]
+        hit_mask = h.now & (run >= n)
+        if hit_mask.any():
+            hit = h.rows[hit_mask].copy()
+            r = run[hit_mask]
+            hit["since_period"] = [periods.shift(period, -(int(x) - n)) for x in r]
+            hit["detail"] = [f"未填计划开工日期，已连续{int(x)}个月未开工" for x in r]
             parts.append(hit)
     if not parts:
         return empty_exceptions()
     return _frame(pd.concat(parts, ignore_index=True), period, "NOT_STARTED_OVERDUE")
 
 
-def stalled(facts: pd.DataFrame, period: str, th: Thresholds) -> pd.DataFrame:
+def stalled(
+    facts: pd.DataFrame, period: str, th: Thresholds, keys: ProjectKeys | None = None
+) -> pd.DataFrame:
     """在建 projects whose completed area and investment have not moved for several periods."""
-    cur = facts[(facts["period"] == period) & (facts["status"] == IN_PROGRESS)]
-    if cur.empty:
+    in_progress_now = ((facts["period"] == period) & (facts["status"] == IN_PROGRESS)).to_numpy()
+    if not in_progress_now.any():
         return empty_exceptions()
-    key = ["county_code", "project_id"]
-    hist = facts.loc[
-        facts.set_index(key).index.isin(cur.set_index(key).index),
-        [*key, "period", "completed_area_m2", "completed_invest_wan"],
-    ].copy()
-    hist["_p"] = _pidx(hist["period"].astype(str))
-    hist = hist.sort_values([*key, "_p"])
-    grp = hist.groupby(key, sort=False)
-    prev_p = grp["_p"].shift(1)
-    area = hist["completed_area_m2"].astype(float).fillna(0.0)
-    inv = hist["completed_invest_wan"].astype(float).fillna(0.0)
-    prev_area = grp["completed_area_m2"].shift(1).astype(float).fillna(0.0)
-    prev_inv = grp["completed_invest_wan"].shift(1).astype(float).fillna(0.0)
-    unchanged = (
-        (prev_p == hist["_p"] - 1) & ((area - prev_area).abs() <= _TOL) & ((inv - prev_inv).abs() <= _TOL)
-    )
-    run = trailing_run(hist[key], hist["period"], unchanged.fillna(False), period)
+    h = project_history(facts, period, keep=(facts["status"] == IN_PROGRESS).to_numpy(), keys=keys)
+    area = h.rows["completed_area_m2"].astype(float).fillna(0.0).to_numpy()
+    inv = h.rows["completed_invest_wan"].astype(float).fillna(0.0).to_numpy()
+    unchanged = h.continues.copy()
+    unchanged[1:] &= (np.abs(area[1:] - area[:-1]) <= _TOL) & (np.abs(inv[1:] - inv[:-1]) <= _TOL)
+    run = _runs(unchanged)
     n = th.stalled_periods
-    run = run[run >= n]
-    if run.empty:
+    hit_mask = h.now & (run >= n)
+    if not hit_mask.any():
         return empty_exceptions()
-    hit = cur.merge(run.rename("_run").reset_index(), on=key)
-    hit["since_period"] = [periods.shift(period, -(int(r) - n)) for r in hit["_run"]]
+    hit = h.rows[hit_mask].copy()
+    r = run[hit_mask]
+    hit["since_period"] = [periods.shift(period, -(int(x) - n)) for x in r]
     hit["detail"] = [
-        f"在建项目，竣工面积（{a:,.0f}平方米）和完成投资（{i:,.2f}万元）已连续{int(r)}个月没有变化"
-        for a, i, r in zip(
-            hit["completed_area_m2"].astype(float).fillna(0.0),
-            hit["completed_invest_wan"].astype(float).fillna(0.0),
-            hit["_run"],
-            strict=True,
-        )
+        f"在建项目，竣工面积（{a:,.0f}平方米）和完成投资（{i:,.2f}万元）已连续{int(x)}个月没有变化"
+        for a, i, x in zip(area[hit_mask], inv[hit_mask], r, strict=True)
     ]
     return _frame(hit, period, "STALLED")
 
@@ -389,9 +439,10 @@ def compute_exceptions(inputs: PackInputs, th: Thresholds) -> pd.DataFrame:
     """The period's ``mart_exception`` rows (city_code filled from the divisions)."""
     p = inputs.period
     facts = inputs.facts
+    keys = ProjectKeys.of(facts) if len(facts) else None
     parts = [
-        not_started_overdue(facts, p, th),
-        stalled(facts, p, th),
+        not_started_overdue(facts, p, th, keys),
+        stalled(facts, p, th, keys),
         county_behind(inputs.county_progress, inputs.city_progress, p, th),
         return_exceptions(inputs.submissions, inputs.expected_counties, p),
         data_errors(inputs.submissions, inputs.issues, p),

@@ -8,7 +8,6 @@ manifest, and says what changed since the last build of the same period.
 from __future__ import annotations
 
 import base64
-import csv
 import logging
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from markupsafe import Markup
 
@@ -38,7 +39,7 @@ from reports.manifest import (
 from reports.render import DisclosureContext, Figure, LetterContext, PackContext, render
 from reports.schema import ensure_tables, mart_exception, mart_scorecard
 from reports.scorecard import SCORE_COLUMNS, compute_scorecard
-from reports.sections import Col, Section, html_row_strings, inert_csv_text
+from reports.sections import FORMULA_START, Col, Section, html_row_strings
 from reports.xlsx import write_workbook
 
 log = logging.getLogger(__name__)
@@ -381,7 +382,8 @@ def _data_quality(inputs: PackInputs) -> pd.DataFrame:
     dq.index.name = "county_code"
     if g is not None:
         dq["files_received"] = g.size().reindex(codes).fillna(0)
-        dq["files_refused"] = g["status"].agg(lambda s: int((s == "refused").sum())).reindex(codes).fillna(0)
+        refused = (subs["status"] == "refused").groupby(subs["county_code"].astype(str)).sum()
+        dq["files_refused"] = refused.reindex(codes).fillna(0)
         acc = subs[subs["status"] == "accepted"]
         dq["rows_rejected"] = (
             acc.groupby(acc["county_code"].astype(str))["rows_rejected"].sum().reindex(codes).fillna(0)
@@ -408,11 +410,17 @@ def _data_quality(inputs: PackInputs) -> pd.DataFrame:
 
 
 def _disclosure(inputs: PackInputs) -> pd.DataFrame:
+    """This period's projects, allow-listed columns only, in county order (file order within one)."""
     f = inputs.facts
-    f = f[f["period"] == inputs.period] if len(f) else f
+    f = f[(f["period"] == inputs.period).to_numpy()] if len(f) else f
     keep = [c.key for c in DISCLOSURE_COLUMNS if c.key not in ("city_name", "county_name")]
-    f = _with_names(f.reindex(columns=["county_code", *keep]), inputs.divisions)
-    f = f.sort_values(["city_code", "county_code", "project_id"])
+    f = f.reindex(columns=["county_code", *keep]).reset_index(drop=True)
+    div = inputs.divisions.drop_duplicates("county_code").set_index("county_code")
+    code = f["county_code"].astype(str)
+    f["county_name"] = code.map(div["county_name"]).fillna(code)
+    f["city_name"] = code.map(div["city_name"]).fillna("")
+    f["_city"] = code.map(div["city_code"]).fillna("")
+    f = f.sort_values(["_city", "county_code"], kind="stable")
     return f[[*(c.key for c in DISCLOSURE_COLUMNS), "county_code"]].reset_index(drop=True)
 
 
@@ -717,49 +725,89 @@ def pack_file_names(period: str) -> dict[str, str]:
         "chart": f"县区完成情况图{label}.png",
         "disclosure_csv": f"全面改薄项目进展公示{label}.csv",
         "disclosure_html": f"全面改薄项目进展公示{label}.html",
+        "exceptions_csv": f"全面改薄异常清单{label}.csv",
         "manifest": "manifest.json",
     }
 
 
-def write_disclosure_csv(section: Section, path: Path) -> None:
-    """The 公示 as CSV (UTF-8 with BOM for Excel), formula-looking text made inert."""
-    text_cols = {c.key for c in section.columns if c.fmt == "text"}
-    with path.open("w", encoding="utf-8-sig", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(section.headers)
-        cols = [section.frame[c.key].tolist() for c in section.columns]
-        for i in range(len(section.frame)):
-            row = []
-            for j, c in enumerate(section.columns):
-                v = cols[j][i]
-                if v is None or (not isinstance(v, str) and pd.isna(v)):
-                    row.append("")
-                elif c.key in text_cols:
-                    row.append(inert_csv_text(str(v)))
-                elif c.fmt == "date":
-                    row.append(
-                        pd.Timestamp(v).strftime("%Y-%m-%d") if not isinstance(v, str) else inert_csv_text(v)
-                    )
-                else:
-                    row.append(v)
-            w.writerow(row)
+def _capped(section: Section, limit: int) -> Section:
+    if section.n_rows <= limit:
+        return section
+    note = f"共{section.n_rows}条，工作簿列出前{limit}条；完整清单见同目录的异常清单CSV文件。"
+    return Section(
+        section.key,
+        section.title_zh,
+        section.columns,
+        section.frame.head(limit),
+        note_zh=note,
+        sheet_zh=section.sheet_zh,
+    )
+
+
+EXCEPTION_CSV_COLUMNS = [
+    Col("category_zh", "类别"),
+    Col("city_name", "市"),
+    Col("county_name", "县（区）"),
+    Col("county_code", "区划代码"),
+    Col("project_id", "项目编号"),
+    Col("school_name", "学校名称"),
+    Col("detail", "情况"),
+    Col("since_period", "始于"),
+]
+
+
+def write_exceptions_csv(data: PackData, path: Path) -> None:
+    """Every exception of the period in one CSV (the workbook caps each list)."""
+    exc = data.exceptions
+    frame = (
+        _with_names(exc, data.inputs.divisions) if len(exc) else exc.assign(county_name=None, city_name=None)
+    )
+    frame = frame.assign(category_zh=frame["category"].map(CATEGORIES))
+    write_section_csv(
+        Section("exceptions", "异常清单", EXCEPTION_CSV_COLUMNS, frame.reset_index(drop=True)), path
+    )
+
+
+def write_section_csv(section: Section, path: Path) -> None:
+    """A section as CSV (UTF-8 with BOM for Excel), formula-looking text made inert with ``'``."""
+    out = pd.DataFrame(index=section.frame.index)
+    for c in section.columns:
+        col = section.frame[c.key]
+        if c.fmt == "text":
+            text = col.astype("string")
+            risky = text.str.match(FORMULA_START).fillna(False).astype(bool)
+            out[c.header_zh] = text.where(~risky, "'" + text)
+        elif c.fmt == "date":
+            out[c.header_zh] = pd.to_datetime(col, errors="coerce").dt.strftime("%Y-%m-%d")
+        else:
+            out[c.header_zh] = pd.to_numeric(col, errors="coerce").astype(float).round(2)
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    with path.open("wb") as fh:
+        fh.write("\ufeff".encode())  # BOM: Excel then reads the CSV as UTF-8
+        pacsv.write_csv(table, fh)
 
 
 INLINE_DISCLOSURE_ROWS = 5000  # up to this many projects the index page holds the whole table too
 
 
-def write_disclosure_html(data: PackData, out_dir: Path, index_path: Path) -> list[Path]:
-    """The 公示 as HTML: one page per county under ``公示/`` and an index page linking them."""
+def write_disclosure_html(data: PackData, out_dir: Path, index_path: Path, pages: bool = True) -> list[Path]:
+    """The 公示 as HTML: an index page and (``pages``) one page per county under ``公示/``.
+
+    Up to INLINE_DISCLOSURE_ROWS projects the index holds the whole table as well.
+    """
     section = data.disclosure
+    inline = len(section.frame) <= INLINE_DISCLOSURE_ROWS
+    if not (pages or inline):
+        section = Section(section.key, section.title_zh, section.columns, section.frame.iloc[0:0])
     rows = html_row_strings(section)
     folder = out_dir / "公示"
     folder.mkdir(parents=True, exist_ok=True)
     names = data.county_names
     frame = section.frame.assign(_row=rows, _code=section.frame["county_code"].astype(str))
     links: list[tuple[str, str, str]] = []
-    pages = []
+    written = []
     generated = now_label()
-    for code, part in frame.groupby("_code", sort=True):
+    for code, part in frame.groupby("_code", sort=True) if pages else ():
         name = names.get(code, code)
         file = folder / f"{safe_name(code)}_{safe_name(name)}.html"
         ctx = DisclosureContext(
@@ -771,21 +819,26 @@ def write_disclosure_html(data: PackData, out_dir: Path, index_path: Path) -> li
             rows_html=Markup("\n".join(part["_row"])),
         )
         file.write_text(render("disclosure.html", ctx), encoding="utf-8")
-        pages.append(file)
+        written.append(file)
         done = int((part["status"] == "已竣工").sum())
         links.append((name, f"公示/{file.name}", f"项目{len(part)}个，已竣工{done}个"))
-    inline = len(frame) <= INLINE_DISCLOSURE_ROWS
     index = DisclosureContext(
         title=f"全面改薄项目进展公示（{data.label}）",
         period_label=data.label,
         generated_at=generated,
-        heading=f"全部项目（{len(frame)}个）",
+        heading=f"全部项目（{len(data.disclosure.frame)}个）",
         headers=section.headers,
         rows_html=Markup("\n".join(frame["_row"])) if inline else Markup(""),
         links=links,
     )
     index_path.write_text(render("disclosure.html", index), encoding="utf-8")
-    return [index_path, *pages]
+    return [index_path, *written]
+
+
+def write_county_outputs(data: PackData, out_dir: Path, disclosure_index: Path) -> dict[str, LetterFiles]:
+    """The per-county outputs: each county's 公示 page (with the index) and its letter."""
+    write_disclosure_html(data, out_dir, disclosure_index, pages=True)
+    return write_letters(data, out_dir)
 
 
 def write_letters(data: PackData, out_dir: Path) -> dict[str, LetterFiles]:
@@ -805,7 +858,8 @@ def write_letters(data: PackData, out_dir: Path) -> dict[str, LetterFiles]:
 def write_pack(
     data: PackData, out_dir: Path, changes: list[str], th: Thresholds, letters: bool = True
 ) -> PackResult:
-    """Render the pack, the 公示 and (optionally) every county letter into ``out_dir``."""
+    """Render the pack and the 公示 into ``out_dir``; with ``letters``, the per-county outputs too
+    (each county's letter and its 公示 page)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = pack_file_names(data.period)
     files = {k: out_dir / v for k, v in names.items()}
@@ -818,18 +872,20 @@ def write_pack(
         data.headline,
         data.county_table,
         data.bottom,
-        *data.exception_sections,
+        *(_capped(s, th.xlsx_list_limit) for s in data.exception_sections),
         data.funding_city,
         data.funding_county,
         data.data_quality,
     ]
+    write_exceptions_csv(data, files["exceptions_csv"])
     write_workbook(
         files["xlsx"], sections, images={"完成情况图": png}, title_zh=f"全面改薄联席会议材料（{data.label}）"
     )
-    write_disclosure_csv(data.disclosure, files["disclosure_csv"])
-    write_disclosure_html(data, out_dir, files["disclosure_html"])
+    write_section_csv(data.disclosure, files["disclosure_csv"])
+    if not letters:
+        write_disclosure_html(data, out_dir, files["disclosure_html"], pages=False)
     files["manifest"].write_text(manifest_json(data.manifest), encoding="utf-8")
-    letter_files = write_letters(data, out_dir) if letters else {}
+    letter_files = write_county_outputs(data, out_dir, files["disclosure_html"]) if letters else {}
     counts = data.exceptions["category"].value_counts().to_dict() if len(data.exceptions) else {}
     log.info("pack %s written to %s (%d letters)", data.period, out_dir, len(letter_files))
     return PackResult(

@@ -43,10 +43,8 @@ def _timeliness(submissions: pd.DataFrame, codes: pd.Index, period: str, late_fr
     acc = submissions[(submissions["period"] == period) & (submissions["status"] == "accepted")]
     for kind in kinds:
         k = acc[acc["kind"] == kind]
-        late = k.groupby(k["county_code"].astype(str))["is_late"].agg(
-            lambda s: bool(s.fillna(False).astype(bool).any())
-        )
-        frac = late.map({False: 1.0, True: late_fraction})
+        late = k["is_late"].fillna(False).astype(bool).groupby(k["county_code"].astype(str)).any()
+        frac = pd.Series(np.where(late.to_numpy(), late_fraction, 1.0), index=late.index)
         total = total.add(frac.reindex(codes).fillna(0.0), fill_value=0.0)
     return total / len(kinds)
 

@@ -11,11 +11,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 Fmt = Literal["text", "int", "num0", "num2", "pct", "pp", "date"]
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = r"^[=+\-@\t\r]"  # the same, as a regular expression for vectorised checks
 
 
 @dataclass(frozen=True)
@@ -123,12 +125,13 @@ def display_series(series: pd.Series, fmt: Fmt) -> pd.Series:
             .where(~missing, "—")
         )
     else:
-        x = pd.to_numeric(series, errors="coerce")
+        x = pd.to_numeric(series, errors="coerce").astype(float)
         spec = {"pct": "{:.1f}%", "pp": "{:+.1f}个百分点", "int": "{:,.0f}", "num0": "{:,.0f}"}.get(
             fmt, "{:,.2f}"
         )
-        scaled = x * 100 if fmt in ("pct", "pp") else x
-        out = scaled.map(lambda v: "—" if pd.isna(v) else spec.format(v))
+        scaled = (x * 100 if fmt in ("pct", "pp") else x).to_numpy()
+        one = spec.format
+        out = pd.Series(["—" if not np.isfinite(v) else one(v) for v in scaled.tolist()], index=series.index)
     return out.fillna("—").astype(str)
 
 

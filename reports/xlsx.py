@@ -8,11 +8,11 @@ Every text cell goes through ``write_string`` and the workbook is opened with
 from __future__ import annotations
 
 import io
-import math
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xlsxwriter
 
@@ -46,14 +46,20 @@ def write_workbook(
     images: dict[str, bytes] | None = None,
     title_zh: str | None = None,
 ) -> None:
-    """Write ``sections`` (one sheet each) and ``images`` ({sheet name: PNG}) to ``target``."""
+    """Write ``sections`` (one sheet each) and ``images`` ({sheet name: PNG}) to ``target``.
+
+    Rows are written in order (``constant_memory``: each sheet streams to a temporary file), so
+    a national exception list of 100,000 rows costs neither memory nor much time.
+    """
+    to_file = not isinstance(target, io.BytesIO)
     wb = xlsxwriter.Workbook(
-        target if not isinstance(target, Path) else str(target),
+        str(target) if to_file else target,
         {
             "strings_to_formulas": False,
             "strings_to_urls": False,
             "strings_to_numbers": False,
-            "in_memory": True,
+            "constant_memory": to_file,
+            "in_memory": not to_file,
         },
     )
     header_fmt = wb.add_format(
@@ -62,7 +68,6 @@ def write_workbook(
     title_fmt = wb.add_format({"bold": True, "font_size": 13})
     formats = {k: wb.add_format({"num_format": v}) for k, v in _NUM_FORMATS.items()}
     date_fmt = wb.add_format({"num_format": "yyyy-mm-dd"})
-    text_fmt = wb.add_format({"text_wrap": False})
     used: set[str] = set()
     for section in sections:
         ws = wb.add_worksheet(_sheet_name(section.sheet_zh or section.title_zh, used))
@@ -75,9 +80,11 @@ def write_workbook(
             ws.set_column(j, j, _width(col.header_zh, col.fmt))
         ws.freeze_panes(row0 + 1, 0)
         frame = section.frame
-        for j, col in enumerate(section.columns):
-            values = frame[col.key].tolist()
-            _write_column(ws, row0 + 1, j, values, col.fmt, formats, date_fmt, text_fmt)
+        writers = [_column_writer(ws, frame[c.key], c.fmt, formats, date_fmt) for c in section.columns]
+        for i in range(len(frame)):
+            r = row0 + 1 + i
+            for j, write in enumerate(writers):
+                write(r, j, i)
         if len(frame):
             ws.autofilter(row0, 0, row0 + len(frame), max(0, len(section.columns) - 1))
         if section.note_zh:
@@ -88,30 +95,39 @@ def write_workbook(
     wb.close()
 
 
-def _write_column(
-    ws: Any, first_row: int, col: int, values: list, fmt: str, formats: dict, date_fmt: Any, text_fmt: Any
-) -> None:
-    for i, v in enumerate(values):
-        r = first_row + i
-        if v is None or (not isinstance(v, str) and pd.isna(v)):
-            ws.write_blank(r, col, None)
-        elif fmt == "text":
-            ws.write_string(r, col, str(v), text_fmt)
-        elif fmt == "date":
-            if isinstance(v, str):
-                ws.write_string(r, col, v)
-            else:
-                ws.write_datetime(r, col, pd.Timestamp(v).to_pydatetime(), date_fmt)
-        else:
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                ws.write_string(r, col, str(v))
-                continue
-            if math.isinf(x) or math.isnan(x):
-                ws.write_blank(r, col, None)
-            else:
-                ws.write_number(r, col, x, formats.get(fmt))
+def _column_writer(ws: Any, series: pd.Series, fmt: str, formats: dict, date_fmt: Any) -> Any:
+    """A function (row, col, i) writing value i of ``series``: text as strings, never formulas."""
+    if fmt == "text":
+        values = series.astype(object).where(series.notna(), None).tolist()
+
+        def text(r: int, c: int, i: int) -> None:
+            v = values[i]
+            if v is not None:
+                ws.write_string(r, c, str(v))
+
+        return text
+    if fmt == "date":
+        stamps = pd.to_datetime(series, errors="coerce")
+        dates = [None if pd.isna(t) else t.to_pydatetime() for t in stamps]
+        raw = series.tolist()
+
+        def date(r: int, c: int, i: int) -> None:
+            if dates[i] is not None:
+                ws.write_datetime(r, c, dates[i], date_fmt)
+            elif isinstance(raw[i], str):
+                ws.write_string(r, c, raw[i])
+
+        return date
+    numbers = pd.to_numeric(series, errors="coerce").astype(float).to_numpy()
+    ok = np.isfinite(numbers).tolist()
+    nums = numbers.tolist()
+    cell_fmt = formats.get(fmt)
+
+    def number(r: int, c: int, i: int) -> None:
+        if ok[i]:
+            ws.write_number(r, c, nums[i], cell_fmt)
+
+    return number
 
 
 def workbook_bytes(
