@@ -8,7 +8,13 @@ from alembic import context
 from warehouse.schema import metadata
 
 config = context.config
-target_metadata = metadata
+target_metadata: list[sa.MetaData] = [metadata]
+try:  # the report tables (migration 0002) belong to reports/; autogenerate must see them too
+    from reports.schema import metadata as reports_metadata
+
+    target_metadata.append(reports_metadata)
+except ImportError:  # pragma: no cover - reports not installed
+    pass
 
 
 def _run(connection: sa.Connection) -> None:
