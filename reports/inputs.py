@@ -8,11 +8,15 @@ Personal columns (reporter, phone) are never read: the fact columns are an allow
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from gaibao.contract import personal_columns
@@ -136,8 +140,34 @@ def _in_periods(column: str, names: list[str]) -> tuple[str, dict]:
     return f"{column} IN ({', '.join(':' + k for k in params)})", params
 
 
-def _facts_from_lake(warehouse: Any, engine: sa.Engine, names: list[str]) -> pd.DataFrame | None:
-    """The accepted progress facts of ``names`` (periods) from the warehouse's Parquet lake.
+# The columns the project-history exceptions need from earlier periods (reading fewer is faster).
+HISTORY_READ_COLUMNS: tuple[str, ...] = (
+    "county_code",
+    "project_id",
+    "period",
+    "status",
+    "planned_start",
+    "completed_area_m2",
+    "completed_invest_wan",
+)
+
+
+def _read_parquet_columns(paths: list[Path], schema: pa.Schema) -> pa.Table:
+    """Only ``schema``'s columns of many small Parquet files (a few threads of single reads)."""
+    names = schema.names
+
+    def one(path: Path) -> pa.Table:
+        return pq.ParquetFile(path).read(columns=names, use_threads=False).cast(schema)
+
+    if not paths:
+        return schema.empty_table()
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return pa.concat_tables(list(pool.map(one, paths)))
+
+
+def _facts_from_lake(warehouse: Any, engine: sa.Engine, period: str, names: list[str]) -> pd.DataFrame | None:
+    """The accepted progress facts of ``names`` (periods) from the warehouse's Parquet lake:
+    every report column for ``period``, the history columns for the earlier ones.
 
     One small file per county and period: far faster than SQL for a national month. Returns
     None (the caller reads SQL) when the warehouse has no lake or a file is missing.
@@ -157,13 +187,20 @@ def _facts_from_lake(warehouse: Any, engine: sa.Engine, names: list[str]) -> pd.
         f" WHERE kind = 'progress' AND status = 'accepted' AND {where} ORDER BY period, county_code",
         params,
     )
-    paths = [lake.file_path("progress", p, c, sid) for c, p, sid in subs.itertuples(index=False, name=None)]
-    if not all(p.is_file() for p in paths):
+    now, before = [], []
+    for c, p, sid in subs.itertuples(index=False, name=None):
+        (now if p == period else before).append(lake.file_path("progress", p, c, sid))
+    if not all(p.is_file() for p in now + before):
         log.warning("lake files missing: reading the facts from SQL")
         return None
-    schema = pa.schema([f for f in arrow_schema(fact_progress) if f.name in FACT_COLUMNS])
-    table = lake.read(paths, schema)
-    return table.to_pandas(date_as_object=False)[list(FACT_COLUMNS)]
+    full = arrow_schema(fact_progress)
+    schema = pa.schema([f for f in full if f.name in FACT_COLUMNS])
+    current = lake.read(now, schema).to_pandas(date_as_object=False)[list(FACT_COLUMNS)]
+    hist_schema = pa.schema([f for f in full if f.name in HISTORY_READ_COLUMNS])
+    history = _read_parquet_columns(before, hist_schema).to_pandas(date_as_object=False)
+    if history.empty:
+        return current
+    return pd.concat([history, current], ignore_index=True)[list(FACT_COLUMNS)]
 
 
 def load_inputs(source: Any, period: str, history_periods: int = 6) -> PackInputs:
@@ -182,14 +219,22 @@ def load_inputs(source: Any, period: str, history_periods: int = 6) -> PackInput
     county_progress = _read(engine, f"SELECT * FROM mart_county_progress WHERE {two}", two_params)
     city_progress = _read(engine, f"SELECT * FROM mart_city_progress WHERE {two}", two_params)
     county_funding = _read(engine, "SELECT * FROM mart_county_funding WHERE period = :period", one)
-    facts = _facts_from_lake(source, engine, periods.window(period, history_periods))
+    facts = _facts_from_lake(source, engine, period, periods.window(period, history_periods))
     if facts is None:
-        facts = _read(
+        current = _read(
             engine,
-            f"SELECT {', '.join(FACT_COLUMNS)} FROM fact_progress WHERE {hist}",
-            hist_params,
+            f"SELECT {', '.join(FACT_COLUMNS)} FROM fact_progress WHERE period = :period",
+            one,
             FACT_COLUMNS,
         )
+        history = _read(
+            engine,
+            f"SELECT {', '.join(HISTORY_READ_COLUMNS)} FROM fact_progress WHERE {hist} AND period <> :period",
+            {**hist_params, "period": period},
+            HISTORY_READ_COLUMNS,
+        )
+        facts = pd.concat([history, current], ignore_index=True) if len(history) else current
+        facts = facts.reindex(columns=list(FACT_COLUMNS))
     submissions = _read(
         engine,
         f"SELECT {', '.join(SUBMISSION_COLUMNS)} FROM submission WHERE period = :period",

@@ -370,3 +370,20 @@ def test_pack_xlsx_converts_to_pdf_in_libreoffice(built, tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     pdf = tmp_path / "pack.pdf"
     assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_lake_and_sql_reads_agree(built) -> None:
+    wh, _, _ = built
+    from_lake = load_inputs(wh, P)
+    from_sql = load_inputs(wh.engine, P)
+    key = ["period", "county_code", "project_id"]
+    a = from_lake.facts.sort_values(key).reset_index(drop=True)
+    b = from_sql.facts.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    assert a[key].astype(str).equals(b[key].astype(str))
+    assert (a["completed_area_m2"].to_numpy() == b["completed_area_m2"].to_numpy()).all()
+    assert (a["status"].astype(str).to_numpy() == b["status"].astype(str).to_numpy()).all()
+    now_a, now_b = a[a["period"] == P], b[b["period"] == P]
+    assert now_a["school_name"].astype(str).tolist() == now_b["school_name"].astype(str).tolist()
+    day = [pd.to_datetime(x["planned_start"]).dt.strftime("%Y-%m-%d").fillna("").tolist() for x in (a, b)]
+    assert day[0] == day[1]
