@@ -8,6 +8,7 @@ every (message key, recipient) sent, so a re-run sends nothing twice unless ``re
 from __future__ import annotations
 
 import hashlib
+import html as html_lib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from reports.schema import delivery_log, ensure_tables
 from reports.sections import Col, Section
 
 log = logging.getLogger(__name__)
+
+MAX_ATTACHMENT_BYTES = 15 * 1024 * 1024  # bigger files stay in the pack folder; the mail says so
 
 
 @dataclass
@@ -128,11 +131,22 @@ def deliver_pack(
     label = periods.label_zh(result.period)
     digest = result.pack_digest[:16]
     report = DeliveryReport()
-    pack_attachments = [
-        Attachment.for_file(result.files["xlsx"]),
-        Attachment.for_file(result.files["disclosure_csv"]),
-        Attachment.for_file(result.files["html"]),
-    ]
+    pack_attachments, omitted = [], []
+    for key in ("xlsx", "exceptions_csv", "disclosure_csv", "html"):
+        path = result.files[key]
+        if path.stat().st_size > MAX_ATTACHMENT_BYTES:
+            omitted.append(path.name)
+        else:
+            pack_attachments.append(Attachment.for_file(path))
+    body = result.email_html
+    if omitted:
+        log.warning("pack %s: attachments too large for mail, left on disk: %s", result.period, omitted)
+        note = (
+            '<p style="font-size:12px;color:#666666;">以下文件过大未随邮件发送，请到材料目录查阅：'
+            + "、".join(html_lib.escape(n) for n in omitted)
+            + "</p>"
+        )
+        body = body.replace("</body>", note + "</body>", 1)
     subject = f"全面改薄联席会议材料（{label}）"
     for member in recipients.meeting:
 
@@ -141,7 +155,7 @@ def deliver_pack(
                 settings.mail_from,
                 [email],
                 subject,
-                result.email_html,
+                body,
                 attachments=pack_attachments,
                 inline_images={CHART_CID: result.chart_png},
                 headers={"X-Gaibao-Pack": result.pack_digest},

@@ -386,3 +386,18 @@ def test_smtp_over_tls_with_login(tls_files: tuple[Path, Path], security: str) -
         assert len(inbox.messages) == 1
     finally:
         controller.stop()
+
+
+def test_oversized_attachments_stay_on_disk_and_the_mail_says_so(
+    wh_fresh_log, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reports.delivery as delivery
+
+    wh, _, result, settings = wh_fresh_log
+    monkeypatch.setattr(delivery, "MAX_ATTACHMENT_BYTES", result.files["html"].stat().st_size - 1)
+    sender = OutboxSender(tmp_path / "outbox")
+    report = deliver_pack(result, wh, settings, sender=sender, recipients=load_recipients(None))
+    pack = parse(Path(next(s for s in report.sent if s["kind"] == "pack")["location"]).read_bytes())
+    names = {a.get_filename() for a in pack.iter_attachments()}
+    assert result.files["html"].name not in names and result.files["xlsx"].name in names
+    assert "过大未随邮件发送" in pack.get_body(("html",)).get_content()
