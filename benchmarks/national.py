@@ -1,0 +1,287 @@
+"""Benchmark: the nightly ingest over a national month (2,850 counties, ≈1,000,000 project rows).
+
+    python benchmarks/national.py [--quick] [--scale S] [--data DIR] [--work DIR]
+                                  [--warehouse-url URL | --postgres] [--task-runner default|dask]
+                                  [--profile FILE]
+
+1. Generates the month once (``benchmarks/gen_national.py``) into ``benchmarks/out/national-<scale>/``
+   and reuses it afterwards; generation is not part of any figure.
+2. In a fresh ``GAIBAO_HOME`` (SQLite + Parquet by default), loads the benchmark's divisions and
+   five-year plan, then runs the real flow ``flows.nightly.nightly_ingest`` over the month and
+   prints wall time, rows/s and peak RSS. Prefect's temporary server is started (by a tiny flow)
+   before the clock starts: in production the server is already running, and its 8–17 s start
+   is printed separately.
+3. The I/O floor, in a separate home: read every file (``tasks.read``), type the rows
+   (``tasks.normalise``), write the Parquet lake (``Lake.stage``) and the SQL fact table
+   (``warehouse.store.bulk_insert``) in one transaction; no rules, no Prefect. Prints the ratio.
+4. An unchanged rerun of the flow over the same home (every file is already known).
+
+Peak RSS is ``ru_maxrss`` of this process (``RUSAGE_SELF``) read right after the ingest, before the
+floor runs: it does not include child processes (Prefect's server, Dask workers, whose RSS is
+printed separately when there are any).
+
+The last line is one JSON object:
+``{"rows": …, "files": …, "wall_s": …, "floor_s": …, "ratio": …, "peak_rss_mb": …, "rerun_s": …}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PERIOD = "2018-12"
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+
+def national_data(scale: float, data: Path | None = None) -> Path:
+    """The cached national month for ``scale`` (generated on first use)."""
+    from benchmarks.gen_national import generate_national
+
+    root = data or ROOT / "benchmarks" / "out" / f"national-{scale}"
+    if not (root / "manifest.json").is_file():
+        print(f"generating the national month (scale {scale:g}) into {root} …", flush=True)
+        if root.exists():
+            shutil.rmtree(root)
+        generate_national(root, scale=scale, seed=1, period=PERIOD)
+    return root
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _children_rss_mb() -> float:
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    total = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def _files(inbox: Path) -> list[Path]:
+    return sorted(p for d in inbox.iterdir() if d.is_dir() for p in d.iterdir() if p.is_file())
+
+
+def prepare_home(home: Path, url: str, data: Path) -> None:
+    """A fresh warehouse with the benchmark's divisions and five-year plan."""
+    import pandas as pd
+
+    from tasks.plan import load_plan_file
+    from warehouse.store import Warehouse
+
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / "inbox").symlink_to(data / "inbox", target_is_directory=True)
+    with Warehouse(url, home) as wh:
+        wh.upgrade()
+        divisions = pd.read_csv(data / "divisions.csv", dtype=str)
+        wh.load_divisions(divisions)
+        outcome = load_plan_file(wh, data / "plan.csv")
+        if not outcome.ok:
+            raise RuntimeError(outcome.message)
+
+
+def _settings_env(home: Path, url: str) -> None:
+    from gaibao.settings import get_settings
+
+    os.environ["GAIBAO_HOME"] = str(home)
+    os.environ["GAIBAO_WAREHOUSE_URL"] = url
+    get_settings.cache_clear()
+
+
+def run_flow(runner: str) -> dict:
+    from flows.nightly import nightly_ingest
+    from flows.runners import task_runner
+
+    flow = nightly_ingest
+    if runner != "default":
+        flow = nightly_ingest.with_options(task_runner=task_runner(kind=runner))
+    return flow(period=PERIOD)
+
+
+def start_prefect() -> float:
+    """Start Prefect's temporary server (a trivial flow) so that the ingest's clock excludes it."""
+    from prefect import flow
+
+    @flow(name="benchmark-warmup")
+    def warmup() -> int:
+        return 1
+
+    t0 = time.perf_counter()
+    warmup()
+    return time.perf_counter() - t0
+
+
+def io_floor(files: list[Path], home: Path, url: str) -> tuple[float, int]:
+    """Read, type, and write lake + SQL with no rules and no Prefect. Returns (seconds, rows)."""
+    import pyarrow as pa
+
+    from tasks.normalise import normalise_batch
+    from tasks.read import read_return
+    from warehouse.lake import frame_to_arrow
+    from warehouse.schema import FACT_TABLES
+    from warehouse.store import Warehouse, bulk_insert
+
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    with Warehouse(url, home) as wh:
+        wh.upgrade()
+        t0 = time.perf_counter()
+        by_kind: dict[str, list] = {}
+        for i, path in enumerate(files):
+            parsed = read_return(path.read_bytes(), path.name)
+            if parsed.refusal is None and parsed.kind:
+                by_kind.setdefault(parsed.kind, []).append((f"s{i:06d}{uuid.uuid4().hex[:8]}", parsed))
+        rows = 0
+        for kind, items in by_kind.items():
+            typed, _ = normalise_batch(kind, items)
+            typed["period"] = typed["period"].fillna(PERIOD)
+            typed["county_code"] = typed["county_code"].fillna("000000")
+            data = frame_to_arrow(typed, FACT_TABLES[kind])
+            staged = wh.lake.stage(f"floor-{kind}", kind, data)
+            with wh.engine.begin() as conn:
+                rows += bulk_insert(conn, FACT_TABLES[kind], data)
+            assert len(staged) == len(items)
+            del typed, data
+        seconds = time.perf_counter() - t0
+    return seconds, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the size (scale 0.1)")
+    parser.add_argument("--scale", type=float, default=None)
+    parser.add_argument("--data", type=Path, default=None, help="the generated month (default benchmarks/out/national-<scale>)")
+    parser.add_argument("--work", type=Path, default=None, help="where the homes go (default a temp dir, removed)")
+    parser.add_argument("--warehouse-url", default=None, help="SQLAlchemy URL of an empty warehouse database")
+    parser.add_argument("--postgres", action="store_true", help="create and drop a fresh database on 127.0.0.1:5432")
+    parser.add_argument("--task-runner", default="default", choices=["default", "dask"])
+    parser.add_argument("--no-floor", action="store_true", help="skip the I/O floor")
+    parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the ingest here")
+    args = parser.parse_args(argv)
+    _quiet_env()
+    logging.basicConfig(level=logging.WARNING)
+
+    scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
+    data = national_data(scale, args.data)
+    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    files = _files(data / "inbox")
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="gaibao-national-"))
+    work.mkdir(parents=True, exist_ok=True)
+    created_db: list[str] = []
+
+    def fresh_url(name: str) -> str:
+        if args.postgres:
+            import sqlalchemy as sa
+
+            db = f"gaibao_bench_{name}_{uuid.uuid4().hex[:8]}"
+            eng = sa.create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://") + "/postgres",
+                                   isolation_level="AUTOCOMMIT")
+            with eng.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+            eng.dispose()
+            created_db.append(db)
+            return f"{PG_SERVER}/{db}"
+        if args.warehouse_url:
+            return args.warehouse_url
+        return f"sqlite:///{work / name / 'warehouse.db'}"
+
+    try:
+        home = work / "ingest"
+        url = fresh_url("ingest")
+        prepare_home(home, url, data)
+        _settings_env(home, url)
+        server_s = start_prefect()
+        print(f"month: {manifest['counties']} counties, {len(files)} files, {manifest['rows_total']:,} progress rows "
+              f"(data {data}); Prefect server start {server_s:.1f} s (not counted)", flush=True)
+
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        t0 = time.perf_counter()
+        summary = run_flow(args.task_runner)
+        wall = time.perf_counter() - t0
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile))
+        peak = _peak_rss_mb()
+        children = _children_rss_mb()
+        totals = summary["totals"]
+        rows = int(totals["rows_accepted"]) + int(totals["rows_rejected"])
+        print(f"ingest ({args.task_runner} runner, {url.split(':')[0]}): {wall:.1f} s, "
+              f"{rows / wall:,.0f} rows/s, totals {totals}", flush=True)
+        print(f"peak RSS {peak:,.0f} MB (this process, children not included; "
+              f"children now {children:,.0f} MB)", flush=True)
+
+        t0 = time.perf_counter()
+        again = run_flow(args.task_runner)
+        rerun = time.perf_counter() - t0
+        print(f"unchanged rerun: {rerun:.1f} s, totals {again['totals']}", flush=True)
+
+        floor = float("nan")
+        if not args.no_floor:
+            floor_url = fresh_url("floor")
+            floor, floor_rows = io_floor(files, work / "floor", floor_url)
+            print(f"I/O floor (read + type + Parquet + SQL, no rules, no Prefect): {floor:.1f} s "
+                  f"for {floor_rows:,} rows; ratio {wall / floor:.2f}", flush=True)
+    finally:
+        if created_db:
+            import sqlalchemy as sa
+
+            from warehouse.store import Warehouse  # noqa: F401  (engines closed by the flow's end)
+
+            eng = sa.create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://") + "/postgres",
+                                   isolation_level="AUTOCOMMIT")
+            with eng.connect() as conn:
+                for db in created_db:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            eng.dispose()
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    result = {
+        "rows": rows,
+        "files": len(files),
+        "wall_s": round(wall, 2),
+        "floor_s": round(floor, 2),
+        "ratio": round(wall / floor, 2) if floor == floor else None,
+        "peak_rss_mb": round(peak),
+        "rerun_s": round(rerun, 2),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
