@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 Fmt = Literal["text", "int", "num0", "num2", "pct", "pp", "date"]
 
@@ -104,45 +106,60 @@ def inert_csv_text(value: Any) -> Any:
     return value
 
 
+_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;"))
+
+
+def escape_html_array(arr: pa.Array) -> pa.Array:
+    """Vectorised HTML escaping (& first, then < > " ') of an Arrow string array, as markupsafe does."""
+    for raw, entity in _ESCAPES:
+        arr = pc.replace_substring(arr, pattern=raw, replacement=entity)
+    return arr
+
+
 def escape_html(series: pd.Series) -> pd.Series:
-    """Vectorised HTML escaping (& < > " ') of a string Series, as markupsafe.escape does per value."""
-    s = series.astype(str)
-    for raw, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;")):
-        s = s.str.replace(raw, entity, regex=False)
-    return s
+    """:func:`escape_html_array` over a pandas Series (values as text)."""
+    arr = pa.array(
+        series.astype(str).tolist() if series.dtype == object else series.astype(str), type=pa.string()
+    )
+    return pd.Series(escape_html_array(arr).to_pylist(), index=series.index)
+
+
+def display_array(series: pd.Series, fmt: Fmt) -> pa.Array:
+    """:func:`display` over a whole column, as an Arrow string array without nulls."""
+    if fmt == "text":
+        arr = pa.array(series.astype(object).where(series.notna(), None).tolist(), type=pa.string())
+        return pc.fill_null(arr, "—")
+    if fmt == "date":
+        days = pd.to_datetime(series, errors="coerce").to_numpy(dtype="datetime64[D]")
+        text = np.datetime_as_string(days)
+        return pa.array(np.where(np.isnat(days), "—", text).tolist(), type=pa.string())
+    x = pd.to_numeric(series, errors="coerce").astype(float)
+    spec = {"pct": "{:.1f}%", "pp": "{:+.1f}个百分点", "int": "{:,.0f}", "num0": "{:,.0f}"}.get(
+        fmt, "{:,.2f}"
+    )
+    scaled = (x * 100 if fmt in ("pct", "pp") else x).to_numpy()
+    one = spec.format
+    return pa.array(["—" if not math.isfinite(v) else one(v) for v in scaled.tolist()], type=pa.string())
 
 
 def display_series(series: pd.Series, fmt: Fmt) -> pd.Series:
-    """:func:`display` over a whole column (vectorised where it pays)."""
-    missing = series.isna()
-    if fmt == "text":
-        out = series.astype(object).where(~missing, "—").astype(str)
-    elif fmt == "date":
-        out = (
-            pd.to_datetime(series, errors="coerce")
-            .dt.strftime("%Y-%m-%d")
-            .astype(object)
-            .where(~missing, "—")
-        )
-    else:
-        x = pd.to_numeric(series, errors="coerce").astype(float)
-        spec = {"pct": "{:.1f}%", "pp": "{:+.1f}个百分点", "int": "{:,.0f}", "num0": "{:,.0f}"}.get(
-            fmt, "{:,.2f}"
-        )
-        scaled = (x * 100 if fmt in ("pct", "pp") else x).to_numpy()
-        one = spec.format
-        out = pd.Series(["—" if not np.isfinite(v) else one(v) for v in scaled.tolist()], index=series.index)
-    return out.fillna("—").astype(str)
+    """:func:`display` over a whole column."""
+    return pd.Series(display_array(series, fmt).to_pylist(), index=series.index, dtype=object)
 
 
 def html_row_strings(section: Section) -> pd.Series:
-    """One ``<tr>…</tr>`` per row of ``section``, every cell escaped: for tables too big for a template loop."""
+    """One ``<tr>…</tr>`` per row of ``section``, every text cell escaped (Arrow kernels, no Python
+    loop per cell): for tables too big for a template loop, such as a national 公示."""
     td = '<td style="border:1px solid #e1e6eb;padding:3px 6px;">'
     td_num = '<td style="border:1px solid #e1e6eb;padding:3px 6px;text-align:right;white-space:nowrap;">'
     if section.frame.empty:
         return pd.Series(dtype=str)
-    rows = pd.Series("<tr>", index=section.frame.index)
+    parts: list[pa.Array | str] = ["<tr>"]
     for c in section.columns:
-        cell = escape_html(display_series(section.frame[c.key], c.fmt))
-        rows = rows + (td if c.fmt in ("text", "date") else td_num) + cell + "</td>"
-    return rows + "</tr>"
+        cell = display_array(section.frame[c.key], c.fmt)
+        if c.fmt == "text":
+            cell = escape_html_array(cell)
+        parts += [td if c.fmt in ("text", "date") else td_num, cell, "</td>"]
+    parts.append("</tr>")
+    rows = pc.binary_join_element_wise(*parts, "")
+    return pd.Series(rows.to_pylist(), index=section.frame.index, dtype=object)
