@@ -73,6 +73,10 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-\u4e00-\u9fff]", "", str(text))[:40]
 
 
+class NoPackData(ValueError):
+    """The warehouse has nothing for the period: there is no pack to build."""
+
+
 @dataclass
 class PackData:
     period: str
@@ -428,6 +432,11 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
     """Every figure and list of the pack, from the inputs (no I/O)."""
     period = inputs.period
     divisions = inputs.divisions
+    cp_all = inputs.county_progress
+    if not len(cp_all) or not (cp_all["period"] == period).any():
+        raise NoPackData(
+            f"报告期 {period} 在数据仓库中没有任何县区数据（mart_county_progress 为空），请先导入各县区月报"
+        )
     exceptions = compute_exceptions(inputs, th)
     scorecard = compute_scorecard(
         inputs.county_progress, inputs.submissions, exceptions, period, weights, inputs.prior_scorecard

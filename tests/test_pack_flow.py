@@ -68,3 +68,8 @@ def test_flow_builds_and_delivers_to_the_outbox(demo_home: Path, prefect_harness
     assert result["exceptions"]["MISSING_RETURN"] == 2
     again = monthly_meeting_pack(period=P, send=True)
     assert again["delivery"]["sent"] == 0 and again["changes"] == []
+
+
+def test_cli_says_when_the_period_has_no_data(gaibao_home: Path) -> None:
+    result = CliRunner().invoke(cli(), ["--period", "2030-01"])
+    assert result.exit_code == 2 and "没有任何县区数据" in result.output
