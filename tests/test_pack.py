@@ -387,3 +387,30 @@ def test_lake_and_sql_reads_agree(built) -> None:
     assert now_a["school_name"].astype(str).tolist() == now_b["school_name"].astype(str).tolist()
     day = [pd.to_datetime(x["planned_start"]).dt.strftime("%Y-%m-%d").fillna("").tolist() for x in (a, b)]
     assert day[0] == day[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "inert"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-cmd", "'-cmd"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("a=b", "a=b"),
+        ("瑶海区第1小学", "瑶海区第1小学"),
+    ],
+)
+def test_formula_prefix_rule_is_the_same_per_value_and_per_column(
+    value: str, inert: str, tmp_path: Path
+) -> None:
+    from reports.pack import write_section_csv
+    from reports.sections import Col, Section, inert_csv_text
+
+    assert inert_csv_text(value) == inert
+    path = tmp_path / "x.csv"
+    write_section_csv(Section("x", "x", [Col("v", "值")], pd.DataFrame({"v": [value]})), path)
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows == [["值"], [inert]]
