@@ -114,7 +114,9 @@ def _snapshot(w: Warehouse) -> tuple[dict, dict]:
         tables[name] = sorted(
             map(repr, frame.astype(object).where(frame.notna(), None).itertuples(index=False))
         )
-    files = {p.relative_to(w.home).as_posix(): p.read_bytes() for p in sorted(w.home.rglob("*")) if p.is_file()}
+    files = {
+        p.relative_to(w.home).as_posix(): p.read_bytes() for p in sorted(w.home.rglob("*")) if p.is_file()
+    }
     return tables, files
 
 
@@ -307,7 +309,7 @@ def test_concurrent_ingests_same_county_never_double_and_other_counties_load(
     import prefect.settings
 
     period, same, other = "2018-12", "340302", "340303"
-    home = tmp_path / "home"
+    home = tmp_path / "ingest_home"
     shutil.copytree(demo_base, home)
     _add_resubmission(home, same, period)
     _prepare(warehouse_url, home)
@@ -316,23 +318,61 @@ def test_concurrent_ingests_same_county_never_double_and_other_counties_load(
     env.update(
         GAIBAO_HOME=str(home),
         GAIBAO_WAREHOUSE_URL=warehouse_url,
-        PREFECT_API_URL=str(prefect.settings.PREFECT_API_URL.value()),  # the session's server: no temporary one each
+        PREFECT_API_URL=str(
+            prefect.settings.PREFECT_API_URL.value()
+        ),  # the session's server: no temporary one each
     )
-    # Two processes for the same county and period, and one for another county, all at once.
+    # Two processes for the same county and period, and one for another county, all at once, while
+    # this test holds the advisory lock of (progress, same county, period) as a third loader would.
     counties = [same, same, other]
-    procs = [
-        subprocess.Popen(
-            [GAIBAO, "ingest", "--period", period, "--county", c, "--json"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for c in counties
-    ]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=400)
-        assert p.returncode == 0, err[-3000:]
-        outs.append(out)
-    results = [_county_outcome(out, c) for out, c in zip(outs, counties, strict=True)]
+    key = store._lock_key("progress", same, period)
+    holder_engine = sa.create_engine(warehouse_url)
+    holder = holder_engine.connect()
+    held = holder.begin()
+    holder.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    logs = [(tmp_path / f"ingest{i}.out", tmp_path / f"ingest{i}.err") for i in range(len(counties))]
+    procs = []
+    try:
+        for c, (out, err) in zip(counties, logs, strict=True):
+            with open(out, "w") as fo, open(err, "w") as fe:
+                procs.append(
+                    subprocess.Popen(
+                        [GAIBAO, "ingest", "--period", period, "--county", c, "--json"],
+                        env=env,
+                        stdout=fo,
+                        stderr=fe,
+                        text=True,
+                    )  # fmt: skip
+                )
+        # The other county is not held up by that lock: it finishes while the lock is held ...
+        assert procs[2].wait(timeout=400) == 0, logs[2][1].read_text()[-3000:]
+        # ... and both same-county ingests wait for it (they never interleave with the holder).
+        waiting_q = sa.text(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE a.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted "
+            "AND l.classid::bigint = :hi AND l.objid::bigint = :lo AND l.objsubid = 1"
+        )
+        hi, lo = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+        deadline = time.monotonic() + 400
+        with holder_engine.connect() as probe:
+            while (waiting := probe.execute(waiting_q, {"hi": hi, "lo": lo}).scalar()) < 2:
+                assert all(p.poll() is None for p in procs[:2]), "a same-county ingest did not wait"
+                assert time.monotonic() < deadline, f"only {waiting} ingest(s) waiting on the lock"
+                time.sleep(0.1)
+            probe.rollback()
+        held.rollback()  # release: the two proceed, one after the other
+        for p, (_out, err) in zip(procs[:2], logs[:2], strict=True):
+            assert p.wait(timeout=400) == 0, err.read_text()[-3000:]
+    finally:
+        if held.is_active:
+            held.rollback()
+        holder.close()
+        holder_engine.dispose()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = [_county_outcome(out.read_text(), c) for (out, _err), c in zip(logs, counties, strict=True)]
 
     w = Warehouse(warehouse_url, home)
     subs = w.submissions(period=period)
@@ -402,7 +442,9 @@ def test_db_upgrade_builds_the_whole_schema_on_a_fresh_database_and_is_idempoten
     try:
         fingerprints = []
         for _ in range(2):
-            proc = subprocess.run([GAIBAO, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(
+                [GAIBAO, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=300
+            )
             assert proc.returncode == 0, proc.stderr[-3000:]
             assert f"warehouse at head: postgresql+psycopg://postgres@127.0.0.1:5432/{name}" in proc.stdout
             fingerprints.append(_schema_fingerprint(url))
@@ -414,7 +456,8 @@ def test_db_upgrade_builds_the_whole_schema_on_a_fresh_database_and_is_idempoten
     finally:
         with admin.connect() as conn:
             conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
@@ -431,7 +474,11 @@ MEASURES = [
 @pytest.mark.slow
 @pytest.mark.xdist_group("prefect")
 def test_demo_nightly_on_postgres_gives_the_sqlite_figures(
-    pg_server_url: str, demo_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_harness: None
+    pg_server_url: str,
+    demo_base: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_harness: None,
 ) -> None:
     from conftest import _reset_schema
 
@@ -459,7 +506,9 @@ def test_demo_nightly_on_postgres_gives_the_sqlite_figures(
     get_settings.cache_clear()
 
     assert summaries["postgresql"]["totals"] == summaries["sqlite"]["totals"]
-    assert summaries["postgresql"]["totals"]["accepted"] >= 28  # 15 counties × 2 kinds, less the demo's faults
+    assert (
+        summaries["postgresql"]["totals"]["accepted"] >= 28
+    )  # 15 counties × 2 kinds, less the demo's faults
     pg, lite = marts["postgresql"], marts["sqlite"]
     assert len(pg) == 15 and pg["county_code"].tolist() == lite["county_code"].tolist()
     assert pg["submission_id"].tolist() == lite["submission_id"].tolist()
