@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,6 +133,7 @@ def judge_batch(
     due_day: int = 5,
     tz: str = "Asia/Shanghai",
     suite_findings: pd.DataFrame | None = None,
+    engine: str = "gx",
 ) -> Judgement:
     """Judge every candidate file of one batch (one kind; one period unless ``plan``).
 
@@ -168,7 +170,7 @@ def judge_batch(
     type_findings = type_findings[~type_findings["submission_id"].isin(list(refusals))]
 
     findings = validate_batch(
-        kind, typed, previous, raw=raw, unit_factors=factors, suite_findings=suite_findings
+        kind, typed, previous, raw=raw, unit_factors=factors, suite_findings=suite_findings, engine=engine
     )
     mismatch = _total_mismatch(kind, [(s, c) for s, c in ordered if s not in refusals], typed)
     findings = _concat([type_findings, findings, mismatch])
@@ -263,8 +265,13 @@ def judge_file(
     received_at: datetime | None = None,
     due_day: int = 5,
     tz: str = "Asia/Shanghai",
+    engine: str | None = None,
 ) -> Judgement:
     """The clerk's pre-check (``gaibao check``): judge one file as the nightly run would.
+
+    ``engine`` evaluates the suite: ``"gx"`` or ``"pandas"`` (the same suite files read by
+    ``tasks.validate.run_suite_pandas``, proven identical by the tests); by default GX when it
+    is already imported in this process, else pandas, sparing a clerk GX's 2–3 s import.
 
     County and period default to the file's own (the first value of its columns; the period
     also from the file name), known counties to the bundled division list.
@@ -297,7 +304,9 @@ def judge_file(
         received_at=received_at or datetime.now(UTC),
         parsed=parsed,
     )
-    return judge_batch(kind, [candidate], previous, set(known_counties), due_day=due_day, tz=tz)
+    if engine is None:
+        engine = "gx" if "great_expectations" in sys.modules else "pandas"
+    return judge_batch(kind, [candidate], previous, set(known_counties), due_day=due_day, tz=tz, engine=engine)
 
 
 # --------------------------------------------------------------------------------------------

@@ -196,13 +196,16 @@ def validate_batch(
     raw: pd.DataFrame | None = None,
     unit_factors: dict[str, dict[str, float]] | None = None,
     suite_findings: pd.DataFrame | None = None,
+    engine: str = "gx",
 ) -> pd.DataFrame:
     """Findings (``FINDING_COLUMNS``) of a typed batch: the suite in one GX call, then the plain
     checks. ``previous`` is each county's last accepted rows of the kind (typed, with
     ``county_code`` and ``period``) for the cross-period rules. ``raw`` (the batch as strings,
     row-aligned with ``typed``) lets findings quote values as the clerk wrote them; without it
     typed values are quoted. ``unit_factors`` (per submission) lets messages name the unit of
-    the clerk's header when it was not the canonical one."""
+    the clerk's header when it was not the canonical one. ``engine`` evaluates the suite with
+    GX (``"gx"``, the pipeline) or with :func:`run_suite_pandas` (``"pandas"``: the same suite
+    files, without GX's 2–3 s import; the clerk's ``gaibao check``)."""
     typed = typed.reset_index(drop=True)
     if raw is not None:
         raw = raw.reset_index(drop=True)
@@ -210,7 +213,7 @@ def validate_batch(
             raise ValueError("raw and typed frames of a batch must be row-aligned")
     ctx = _MessageContext(kind, typed, raw, unit_factors or {})
     if suite_findings is None:
-        parts = [_suite_findings(kind, typed, ctx)]
+        parts = [_suite_findings(kind, typed, ctx, engine)]
     else:
         # The suite's rules judge each row on its own, so findings computed earlier over a
         # larger batch (``suite_findings_of``) hold for these rows: take theirs.
@@ -251,7 +254,7 @@ def suite_findings_of(
     return _suite_findings(kind, typed, ctx)
 
 
-def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext) -> pd.DataFrame:
+def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext, engine: str = "gx") -> pd.DataFrame:
     if typed.empty:
         return empty_findings()
     spec = load_suite(kind)
@@ -267,7 +270,12 @@ def _suite_findings(kind: str, typed: pd.DataFrame, ctx: _MessageContext) -> pd.
         },
         index=index,
     )
-    results = _run_gx(kind, frame)
+    if engine == "gx":
+        results = _run_gx(kind, frame)
+    elif engine == "pandas":
+        results = run_suite_pandas(kind, frame)
+    else:
+        raise ValueError(f"unknown engine {engine!r}: expected 'gx' or 'pandas'")
     pieces = []
     for index, keys in results:
         exp = spec["expectations"][index]
@@ -342,6 +350,82 @@ def _unexpected_keys(index_list: Any) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # Plain checks
+
+
+# --------------------------------------------------------------------------------------------
+# The same suites without GX (the clerk's pre-check)
+
+# GX evaluates a column map expectation over the rows its ``row_condition`` selects
+# (``DataFrame.query`` with the pandas parser) and, except for not_be_null, over the non-null
+# values of the column; the unexpected rows are reported by the frame's index. The interpreter
+# below does the same with pandas masks, for exactly the expectation types the suites use; any
+# other type is refused rather than guessed (tests/test_validate_engines.py proves both engines
+# give identical findings).
+
+
+def _between_ok(values: pd.Series, kwargs: dict[str, Any]) -> np.ndarray:
+    v = pd.to_numeric(pd.Series(values.to_numpy()), errors="raise").to_numpy(dtype="float64")
+    ok = np.ones(len(v), dtype=bool)
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is None and high is None:
+        raise ValueError("min_value and max_value cannot both be None")
+    if low is not None:
+        ok &= (v > low) if kwargs.get("strict_min") else (v >= low)
+    if high is not None:
+        ok &= (v < high) if kwargs.get("strict_max") else (v <= high)
+    return ok
+
+
+def _lengths_ok(values: pd.Series, kwargs: dict[str, Any]) -> np.ndarray:
+    lengths = pd.Series(values.to_numpy()).astype(str).str.len().to_numpy()
+    ok = np.ones(len(lengths), dtype=bool)
+    if kwargs.get("min_value") is not None:
+        ok &= lengths >= kwargs["min_value"]
+    if kwargs.get("max_value") is not None:
+        ok &= lengths <= kwargs["max_value"]
+    return ok
+
+
+_PANDAS_CHECKS: dict[str, Any] = {
+    "expect_column_values_to_be_between": _between_ok,
+    "expect_column_values_to_match_regex": lambda values, kw: pd.Series(values.to_numpy())
+    .astype(str)
+    .str.contains(kw["regex"], regex=True)
+    .to_numpy(dtype=bool),
+    "expect_column_values_to_be_in_set": lambda values, kw: pd.Series(values.to_numpy())
+    .isin(kw["value_set"])
+    .to_numpy(dtype=bool),
+    "expect_column_value_lengths_to_be_between": _lengths_ok,
+}
+_PANDAS_KWARGS = {"column", "row_condition", "condition_parser", "min_value", "max_value", "strict_min",
+                  "strict_max", "regex", "value_set"}  # fmt: skip
+
+
+def run_suite_pandas(kind: str, frame: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
+    """The suite of ``kind`` over ``frame`` with pandas masks: the row keys (``frame.index``)
+    each expectation rejects, as :func:`_run_gx` returns them."""
+    found: list[tuple[int, np.ndarray]] = []
+    for i, exp in enumerate(load_suite(kind)["expectations"]):
+        kind_of, kwargs = exp["type"], exp["kwargs"]
+        unknown = set(kwargs) - _PANDAS_KWARGS
+        if unknown or (kind_of != "expect_column_values_to_not_be_null" and kind_of not in _PANDAS_CHECKS):
+            raise NotImplementedError(f"the pandas engine cannot evaluate {kind_of} {sorted(unknown)}")
+        data = frame
+        condition = kwargs.get("row_condition")
+        if condition:
+            if kwargs.get("condition_parser") != "pandas":
+                raise NotImplementedError(f"row_condition parser {kwargs.get('condition_parser')!r}")
+            data = frame.query(condition, parser="pandas")
+        column = data[kwargs["column"]]
+        if kind_of == "expect_column_values_to_not_be_null":
+            bad = column.isnull().to_numpy()
+        else:
+            present = column.notnull().to_numpy()
+            bad = np.zeros(len(column), dtype=bool)
+            if present.any():
+                bad[present] = ~_PANDAS_CHECKS[kind_of](column[present], kwargs)
+        found.append((i, data.index.to_numpy()[bad].astype("int64")))
+    return found
 
 
 def _repeated(
