@@ -846,7 +846,9 @@ class Warehouse:
         """Recompute the county, city and funding marts from ``from_period`` (or the first) on."""
         from warehouse import marts
 
-        with self._write_txn() as conn:
+        # One rebuild at a time: on PostgreSQL two concurrent rebuilds (two ingests of different
+        # counties finishing together) would each delete, then both insert -> duplicate mart keys.
+        with self._write_txn([("marts", "*", "*")]) as conn:
             return marts.rebuild(conn, from_period)
 
 
