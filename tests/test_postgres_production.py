@@ -258,6 +258,35 @@ def test_load_killed_mid_copy_leaves_warehouse_unchanged(
     reopened.close()
 
 
+@ON_POSTGRES
+def test_concurrent_mart_rebuilds_do_not_collide(wh: Warehouse) -> None:
+    """Two runs finishing together both rebuild the marts: serialised, not duplicate-key errors."""
+    at = datetime(2017, 7, 3, tzinfo=UTC)
+    items = [(_submission(c, p, c + p, at), 20) for c in ("340102", "340103", "340104") for p in ("2017-05", "2017-06")]  # fmt: skip
+    wh.load_batch(*_batch(items), kind="progress")
+    errors: list[BaseException] = []
+
+    def rebuild() -> None:
+        w = Warehouse(wh.url, wh.home)
+        try:
+            for _ in range(5):
+                w.rebuild_marts()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            w.close()
+
+    threads = [threading.Thread(target=rebuild) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    mart = wh.read_table("mart_county_progress")
+    assert len(mart) == len(mart[["period", "county_code"]].drop_duplicates()) >= 6
+    assert mart.loc[mart["county_code"] == "340102", "projects_total"].tolist() == [20, 20]
+
+
 # -- 2. concurrent `gaibao ingest` processes -----------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
