@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -812,32 +813,47 @@ def write_disclosure_html(data: PackData, out_dir: Path, index_path: Path, pages
     folder = out_dir / "公示"
     folder.mkdir(parents=True, exist_ok=True)
     names = data.county_names
-    frame = section.frame.assign(_row=rows, _code=section.frame["county_code"].astype(str))
+    codes = section.frame["county_code"].astype(str).to_numpy()
+    row_list = rows.tolist()
+    done_by_county = (section.frame["status"] == "已竣工").groupby(codes).sum()
     links: list[tuple[str, str, str]] = []
     written = []
     generated = now_label()
-    for code, part in frame.groupby("_code", sort=True) if pages else ():
-        name = names.get(code, code)
-        file = folder / f"{safe_name(code)}_{safe_name(name)}.html"
-        ctx = DisclosureContext(
-            title=f"{name}全面改薄项目进展公示（{data.label}）",
-            period_label=data.label,
-            generated_at=generated,
-            heading=f"{name}项目清单（{len(part)}个）",
-            headers=section.headers,
-            rows_html=Markup("\n".join(part["_row"])),
-        )
-        file.write_text(render("disclosure.html", ctx), encoding="utf-8")
-        written.append(file)
-        done = int((part["status"] == "已竣工").sum())
-        links.append((name, f"公示/{file.name}", f"项目{len(part)}个，已竣工{done}个"))
+    if pages and len(codes):
+        # one slice of the row strings per county (no per-group DataFrames: 2,850 of them are slow)
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+        ends = np.r_[starts[1:], len(sorted_codes)]
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            code = str(sorted_codes[start])
+            name = names.get(code, code)
+            file = folder / f"{safe_name(code)}_{safe_name(name)}.html"
+            body = "\n".join(row_list[i] for i in order[start:end].tolist())
+            ctx = DisclosureContext(
+                title=f"{name}全面改薄项目进展公示（{data.label}）",
+                period_label=data.label,
+                generated_at=generated,
+                heading=f"{name}项目清单（{end - start}个）",
+                headers=section.headers,
+                rows_html=Markup(body),
+            )
+            file.write_text(render("disclosure.html", ctx), encoding="utf-8")
+            written.append(file)
+            links.append(
+                (
+                    name,
+                    f"公示/{file.name}",
+                    f"项目{end - start}个，已竣工{int(done_by_county.get(code, 0))}个",
+                )
+            )
     index = DisclosureContext(
         title=f"全面改薄项目进展公示（{data.label}）",
         period_label=data.label,
         generated_at=generated,
         heading=f"全部项目（{len(data.disclosure.frame)}个）",
         headers=section.headers,
-        rows_html=Markup("\n".join(frame["_row"])) if inline else Markup(""),
+        rows_html=Markup("\n".join(row_list)) if inline else Markup(""),
         links=links,
     )
     index_path.write_text(render("disclosure.html", index), encoding="utf-8")
