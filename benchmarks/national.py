@@ -50,6 +50,7 @@ def _quiet_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def national_data(scale: float, data: Path | None = None) -> Path:
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "files": len(files),
         "wall_s": round(wall, 2),
-        "floor_s": round(floor, 2),
+        "floor_s": round(floor, 2) if floor == floor else None,
         "ratio": round(wall / floor, 2) if floor == floor else None,
         "peak_rss_mb": round(peak),
         "rerun_s": round(rerun, 2),
