@@ -155,7 +155,6 @@ def wh(warehouse_url: str, gaibao_home: Path) -> Iterator[Warehouse]:
     w.upgrade()
     w.load_divisions(bundled_divisions())
     yield w
-    store.FAIL_AT = None
     w.close()
 
 
