@@ -21,6 +21,7 @@ def nightly_ingest(period: str | None = None, counties: list[str] | None = None)
     summary = RunSummary(flow="nightly-ingest", periods=[period])
     ingest_periods(wh, settings, [period], counties, False, summary)
     steps.refresh_marts(wh, period)
+    steps.send_receipts(wh, settings, period, summary)
     return steps.publish_summary(summary)
 
 

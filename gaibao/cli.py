@@ -201,6 +201,17 @@ def demo(
     raise typer.Exit(code=code)
 
 
+def _register_report_commands() -> None:
+    """``gaibao pack`` and ``gaibao receipts`` live with the reports (reports/cli.py)."""
+    from reports.cli import pack, send_receipts_command
+
+    app.command("pack")(pack)
+    app.command("receipts")(send_receipts_command)
+
+
+_register_report_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -39,18 +39,23 @@ def run_demo(echo: Callable[[str], object] = print) -> int:
         f"backfill {DEMO_START}..{DEMO_END}: files {totals['files_seen']}, accepted {totals['accepted']}, "
         f"refused {totals['refused']}, rows accepted {totals['rows_accepted']}, rows rejected {totals['rows_rejected']}"
     )
-    pack_paths: list[str] = []
-    try:
-        from flows.pack import monthly_meeting_pack
+    from reports.delivery import send_receipts
 
-        pack = monthly_meeting_pack(period=DEMO_END, send=True)
-        pack_paths = [str(p) for p in pack.get("files", [])]
-        echo(f"meeting pack {DEMO_END}: {pack.get('out_dir')}")
-        for p in pack_paths:
-            echo(f"  {p}")
-        echo(f"outbox: {settings.outbox_dir.resolve()} ({len(list(settings.outbox_dir.glob('*.eml')))} messages)")
-    except ImportError as exc:
-        echo(f"meeting pack not built: {exc}")
+    receipts = send_receipts(DEMO_END, wh, settings)
+    echo(f"receipts for {DEMO_END}: {receipts.summary()}")
+
+    from flows.pack import monthly_meeting_pack
+
+    pack = monthly_meeting_pack(period=DEMO_END, send=True)
+    echo(f"meeting pack {DEMO_END}: {pack['out_dir']}")
+    for name, path in pack["files"].items():
+        echo(f"  {name}: {path}")
+    echo(f"  county letters: {pack['letters']} in {pack['out_dir']}/letters/")
+    echo(f"  exceptions: {pack['exceptions']}")
+    messages = sorted(settings.outbox_dir.rglob("*.eml"))
+    echo(f"outbox: {settings.outbox_dir.resolve()} ({len(messages)} messages)")
+    for path in pack.get("messages", [])[:5]:
+        echo(f"  {path}")
 
     url = make_url(settings.warehouse_url).render_as_string(hide_password=True)
     echo(f"warehouse: {url}")

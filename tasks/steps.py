@@ -88,3 +88,14 @@ def publish_summary(summary: RunSummary) -> dict:
         f"{summary.totals()}",
     )
     return summary.as_dict()
+
+
+@task(name="send_receipts", retries=2, retry_delay_seconds=30, persist_result=False, cache_policy=NO_CACHE)
+def send_receipts(wh, settings: Settings, period: str, summary: RunSummary) -> dict:
+    """Each county that sent something new this run gets its receipt (accepted or refused, why)."""
+    from reports.delivery import send_receipts as deliver
+
+    counties = [o.county_code for o in summary.counties.values() if o.accepted or o.refused]
+    if not counties:
+        return {"sent": 0}
+    return deliver(period, wh, settings, county_codes=counties).summary()
