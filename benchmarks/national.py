@@ -164,9 +164,11 @@ def io_floor(files: list[Path], home: Path, url: str) -> tuple[float, int]:
             typed, _ = normalise_batch(kind, items)
             typed["period"] = typed["period"].fillna(PERIOD)
             typed["county_code"] = typed["county_code"].fillna("000000")
-            for constraint in FACT_TABLES[kind].constraints:  # the rules would reject duplicate keys
-                if isinstance(constraint, sa.UniqueConstraint):
-                    typed = typed.drop_duplicates([c.name for c in constraint.columns])
+            table = FACT_TABLES[kind]  # the rules would reject duplicate keys
+            uniques = [c for c in table.constraints if isinstance(c, sa.UniqueConstraint)]
+            uniques += [i for i in table.indexes if i.unique]
+            for constraint in uniques:
+                typed = typed.drop_duplicates([c.name for c in constraint.columns])
             data = frame_to_arrow(typed, FACT_TABLES[kind])
             staged = wh.lake.stage(f"floor-{kind}", kind, data)
             with wh.engine.begin() as conn:
