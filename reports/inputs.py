@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from gaibao.contract import personal_columns
 from reports import periods
+from tasks.judge import ISSUE_COLUMNS as _JUDGED_ISSUE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,7 @@ SUBMISSION_COLUMNS: tuple[str, ...] = (
     "is_late",
 )
 
-ISSUE_COLUMNS: tuple[str, ...] = (
-    "submission_id",
-    "kind",
-    "county_code",
-    "period",
-    "row_number",
-    "project_id",
-    "rule",
-    "severity",
-    "column_name",
-    "value",
-    "message",
-    "is_explained",
-)
+ISSUE_COLUMNS: tuple[str, ...] = tuple(_JUDGED_ISSUE_COLUMNS)  # dq_issue as the judge writes it
 
 
 def _empty(columns: tuple[str, ...] | list[str]) -> pd.DataFrame:

@@ -65,20 +65,8 @@ SUBMISSION_COLUMNS = [
     "unknown_columns",
     "loaded_at",
 ]
-ISSUE_COLUMNS = [
-    "submission_id",
-    "kind",
-    "county_code",
-    "period",
-    "row_number",
-    "project_id",
-    "rule",
-    "severity",
-    "column_name",
-    "value",
-    "message",
-    "is_explained",
-]
+# A dq_issue row: the finding plus where it belongs.
+ISSUE_COLUMNS = ["submission_id", "kind", "county_code", "period", *FINDING_COLUMNS[1:]]
 
 
 @dataclass
