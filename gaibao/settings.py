@@ -1,27 +1,49 @@
 """The one place that reads the environment.
 
 Every setting has the ``GAIBAO_`` prefix. Secrets are ``SecretStr`` and are unwrapped only in
-the adapter that needs them (the SMTP sender, an HTTP source).
+the adapter that needs them (the SMTP sender, an HTTP source, the archive's filesystem).
+Validation errors never echo the values given (``hide_input_in_errors``): a bad secret must not
+end up in a log.
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GAIBAO_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GAIBAO_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = Field(default=Path("./var"), description="root of inbox/, archive/, lake/, reports/, outbox/")
     warehouse_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///$GAIBAO_HOME/warehouse.db"
     )
     sources: Path | None = Field(default=None, description="YAML file giving counties non-default sources")
+    archive_url: str | None = Field(
+        default=None,
+        description="the raw archive: a local folder or an fsspec URL (sftp://user@host:port/path, "
+        "s3://bucket/prefix, memory://name, file:///path); default $GAIBAO_HOME/archive",
+    )
+    archive_storage_options: SecretStr | None = Field(
+        default=None,
+        description="fsspec storage options of the archive, a JSON or YAML mapping (password, keys, "
+        "known_hosts, endpoint_url, ...): a secret, never in the repo",
+    )
+    archive_verify_max_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="an object already in the archive is re-hashed on put up to this size (0: size "
+        "only); default 16 MiB on fsspec URLs, 0 on a local folder",
+    )
     due_day: int = Field(default=5, ge=1, le=28, description="returns for month P are due by this day of P+1")
     timezone: str = "Asia/Shanghai"
 
@@ -48,6 +70,31 @@ class Settings(BaseSettings):
     task_runner: Literal["default", "dask"] = "default"
     dask_address: str | None = None
 
+    @field_validator("archive_url")
+    @classmethod
+    def _check_archive_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        if "://" in value:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError on a malformed port
+            if parts.password is not None:
+                raise ValueError(
+                    "GAIBAO_ARCHIVE_URL must not carry a password: put it in GAIBAO_ARCHIVE_STORAGE_OPTIONS"
+                )
+            import fsspec
+
+            if parts.scheme.lower() not in fsspec.available_protocols():
+                raise ValueError(f"GAIBAO_ARCHIVE_URL: {parts.scheme!r} is not an fsspec protocol")
+        return value
+
+    @field_validator("archive_storage_options")
+    @classmethod
+    def _check_archive_storage_options(cls, value: SecretStr | None) -> SecretStr | None:
+        parse_storage_options(value)  # fail at start-up, not at the first archive write
+        return value
+
     @model_validator(mode="after")
     def _default_warehouse(self) -> Settings:
         if not self.warehouse_url:
@@ -64,6 +111,11 @@ class Settings(BaseSettings):
         return self.home / "archive"
 
     @property
+    def archive_location(self) -> str:
+        """Where the archive lives: ``GAIBAO_ARCHIVE_URL``, else the local ``archive_dir``."""
+        return self.archive_url or str(self.archive_dir)
+
+    @property
     def lake_dir(self) -> Path:
         return self.home / "lake"
 
@@ -74,6 +126,33 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.home / "outbox"
+
+
+def parse_storage_options(value: SecretStr | str | None) -> dict[str, Any]:
+    """fsspec storage options from their JSON or YAML text (``{}`` when none are given).
+
+    Raises ``ValueError`` whose message says what is wrong and where, never the text itself
+    (it holds credentials).
+    """
+    if value is None:
+        return {}
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not text.strip():
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ValueError(f"GAIBAO_ARCHIVE_STORAGE_OPTIONS is neither JSON nor YAML{where}") from None
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) for k in parsed):
+        raise ValueError("GAIBAO_ARCHIVE_STORAGE_OPTIONS must be a mapping of option names to values")
+    return parsed
 
 
 @lru_cache(maxsize=1)
