@@ -5,14 +5,20 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import ingest_periods
+from flows.hooks import notify_crash, notify_failure
 from flows.runners import task_runner
-from flows.hooks import notify_failure
 from gaibao.settings import get_settings
 from tasks import steps
 from tasks.ingest import RunSummary, period_range
 
 
-@flow(name="backfill", on_failure=[notify_failure], log_prints=False, task_runner=task_runner())
+@flow(
+    name="backfill",
+    on_failure=[notify_failure],
+    on_crashed=[notify_crash],
+    log_prints=False,
+    task_runner=task_runner(),
+)
 def backfill(start: str, end: str, counties: list[str] | None = None, force: bool = False) -> dict:
     """Ingest every period from ``start`` to ``end`` in order (cross-period rules depend on it).
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import ingest_periods
+from flows.hooks import notify_crash, notify_failure
 from flows.runners import task_runner
-from flows.hooks import notify_failure
 from gaibao.settings import get_settings
 from tasks import steps
 from tasks.ingest import RunSummary, default_period
 
 
-@flow(name="nightly-ingest", on_failure=[notify_failure], log_prints=False, task_runner=task_runner())
+@flow(
+    name="nightly-ingest",
+    on_failure=[notify_failure],
+    on_crashed=[notify_crash],
+    log_prints=False,
+    task_runner=task_runner(),
+)
 def nightly_ingest(period: str | None = None, counties: list[str] | None = None) -> dict:
     """Ingest ``period`` (default: the previous month in Asia/Shanghai) for all or some counties."""
     settings = get_settings()

@@ -9,6 +9,7 @@ Validation and loading stay batched in the flow's own process whatever the runne
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -33,6 +34,29 @@ def prefect_api_url() -> str:
     return server.api_url
 
 
+class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
+    """Prefect's thread pool, except that a run ended by a crash (SIGTERM, Ctrl-C, ``SystemExit``)
+    does not wait for its task threads before the engine reports the crash.
+
+    Prefect closes the task runner before it handles the crash, and the thread pool's close joins
+    the running threads: a fetch hanging on a county platform held the Crashed state and the
+    crash notice until the fetch timed out (minutes, with retries), long after a supervisor's
+    stop timeout would have SIGKILLed the process and lost the notice. Here a crash cancels the
+    queued tasks and leaves the running threads behind (they end with their own timeouts; the
+    interpreter waits for them before it exits); an ordinary exit or exception behaves as Prefect's.
+    """
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        crashed = exc_type is not None and not issubclass(exc_type, Exception)
+        executor = getattr(self, "_executor", None)
+        if crashed and executor is not None:
+            for event in getattr(self, "_cancel_events", {}).values():
+                event.set()
+            executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
+
+
 def task_runner(settings: Settings | None = None, kind: str | None = None, cluster=None):
     settings = settings or get_settings()
     kind = kind or settings.task_runner
@@ -55,5 +79,5 @@ def task_runner(settings: Settings | None = None, kind: str | None = None, clust
             }
         )
     if kind == "default":
-        return ThreadPoolTaskRunner(max_workers=4)
+        return InterruptibleThreadPoolTaskRunner(max_workers=4)
     raise ValueError(f"unknown task runner {kind!r}: expected 'default' or 'dask'")

@@ -1,9 +1,13 @@
-"""The failed-run notice: tell the data engineers which step failed, for which county, and why.
+"""The failed-run and crashed-run notices: tell the data engineers which step stopped, for which
+county, and why.
 
-Plain functions (no Prefect here): ``flows/hooks.py`` holds the Prefect ``on_failure`` hook that
-gathers the facts from the flow run and calls :func:`send_failure_notice`. The notice goes
-through the same mail sender as the meeting pack (``reports.mail.sender_from_settings``): an
-``.eml`` in ``$GAIBAO_HOME/outbox/alerts/`` in outbox mode, SMTP otherwise.
+Plain functions (no Prefect here): ``flows/hooks.py`` holds the Prefect ``on_failure`` and
+``on_crashed`` hooks that gather the facts from the flow run and call :func:`send_failure_notice`.
+A *failed* run raised an error the flow saw; a *crashed* run's process ended before the run could
+finish (killed, SIGTERM, Ctrl-C, worker lost): its notice says so and carries Prefect's state
+message. Both go through the same mail sender as the meeting pack
+(``reports.mail.sender_from_settings``): an ``.eml`` in ``$GAIBAO_HOME/outbox/alerts/`` in outbox
+mode, SMTP otherwise.
 
 The error text is engineers' material, but it must not carry county personal data out of the
 warehouse: SQL parameter dumps and "failing row" details are cut before it is mailed.
@@ -40,7 +44,7 @@ _SENSITIVE = [
 
 @dataclass
 class FailureNotice:
-    """What the data engineers are told about one failed flow run."""
+    """What the data engineers are told about one failed (or crashed) flow run."""
 
     flow_name: str
     flow_run_name: str
@@ -53,6 +57,7 @@ class FailureNotice:
     details: str  # traceback, cleaned and cut
     state_message: str = ""
     failed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    crashed: bool = False  # the run's process ended before the run finished (Prefect ``Crashed``)
 
     @property
     def period(self) -> str | None:
@@ -121,13 +126,17 @@ def error_text(exc: BaseException | None, fallback: str = "") -> tuple[str, str]
     """(one-line error, traceback) of ``exc``, both cleaned."""
     if exc is None:
         return clean_error_text(fallback or "unknown error"), ""
-    one_line = f"{type(exc).__name__}: {exc}".strip()
+    message = str(exc).strip()
+    one_line = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     details = "".join(traceback.format_exception(exc))
     return clean_error_text(one_line, 1000), clean_error_text(details)
 
 
 def compose_notice(notice: FailureNotice) -> tuple[str, str]:
-    """Subject and plain-text body (Chinese first, English detail) of a failed-run notice."""
+    """Subject and plain-text body (Chinese first, English detail) of a failed-run notice
+    (of a crashed-run notice when ``notice.crashed``: :func:`compose_crash_notice`)."""
+    if notice.crashed:
+        return compose_crash_notice(notice)
     step = notice.step or UNKNOWN_ZH
     county = notice.county or UNKNOWN_ZH
     period = notice.period
@@ -158,6 +167,47 @@ def compose_notice(notice: FailureNotice) -> tuple[str, str]:
     return subject, "\n".join(lines) + "\n"
 
 
+def compose_crash_notice(notice: FailureNotice) -> tuple[str, str]:
+    """Subject and body of a crashed-run notice: the process ended before the run finished."""
+    step = notice.step or UNKNOWN_ZH
+    county = notice.county or UNKNOWN_ZH
+    period = notice.period
+    state_message = clean_error_text(notice.state_message, 1000) if notice.state_message else ""
+    subject = (
+        f"【gaibao】运行中断（Crashed）：{notice.flow_name}"
+        + (f" {period}" if period else "")
+        + f"，步骤 {step}"
+    )
+    params = ", ".join(f"{k}={v}" for k, v in sorted(notice.parameters.items())) or "—"
+    lines = [
+        f"流程 {notice.flow_name} 的运行 {notice.flow_run_name} 中断（Crashed）：运行进程在运行结束前退出"
+        "（被终止、被中断或工作进程丢失），本次运行没有完成。",
+        "",
+        f"中断时的步骤：{step}" + (f"（任务运行 {notice.task_run_name}）" if notice.task_run_name else ""),
+        f"县区：{county}",
+        f"报告期：{period or UNKNOWN_ZH}",
+        f"中断原因（Prefect 状态消息）：{state_message or UNKNOWN_ZH}",
+    ]
+    if notice.details:
+        lines.append(f"异常：{notice.error}")
+    lines += [
+        "",
+        f"参数：{params}",
+        f"流程运行 ID：{notice.flow_run_id}",
+        f"时间（UTC）：{notice.failed_at:%Y-%m-%d %H:%M:%S}",
+        "中断时正在进行的入库不会留下半批数据：下次打开仓库时按入库日志自动完成或撤销。查明中断原因后重跑本期即可。",
+        "",
+        "-- English --",
+        f"Flow {notice.flow_name}, run {notice.flow_run_name} ({notice.flow_run_id}) crashed: "
+        "its process ended before the run finished.",
+        f"Step: {notice.step or 'unknown'}; county: {notice.county or 'unknown'}; period: {period or 'unknown'}.",
+        f"State: {state_message or 'unknown'}",
+    ]
+    if notice.details:
+        lines += [f"Error: {notice.error}", "", "Traceback:", notice.details]
+    return subject, "\n".join(lines) + "\n"
+
+
 def build_notice_message(notice: FailureNotice, settings: Settings) -> EmailMessage:
     """The notice as a plain-text message, with the pack's message policy (7bit, CRLF)."""
     from reports.mail import MESSAGE_POLICY
@@ -171,26 +221,29 @@ def build_notice_message(notice: FailureNotice, settings: Settings) -> EmailMess
     domain = settings.mail_from.rsplit("@", 1)[-1] if "@" in settings.mail_from else "localhost"
     msg["Message-ID"] = make_msgid(domain=re.sub(r"[^A-Za-z0-9.-]", "", domain) or "localhost")
     msg["X-Gaibao-Flow-Run"] = notice.flow_run_id
+    msg["X-Gaibao-Run-State"] = "Crashed" if notice.crashed else "Failed"
     msg.set_content(body, subtype="plain", charset="utf-8")
     return msg
 
 
 def send_failure_notice(notice: FailureNotice, settings: Settings) -> str | None:
-    """Mail the notice to ``settings.data_engineers``; return where it went (None: nobody to tell).
+    """Mail the notice (failed or crashed) to ``settings.data_engineers``; return where it went
+    (None: nobody to tell, or it could not be sent).
 
     Never raises: a notice that cannot be sent is logged, the run's own failure stands.
     """
+    what = "crash notice" if notice.crashed else "failure notice"
     if not settings.data_engineers:
-        log.warning("no GAIBAO_DATA_ENGINEERS configured; failure notice not sent: %s", compose_notice(notice)[0])
+        log.warning("no GAIBAO_DATA_ENGINEERS configured; %s not sent: %s", what, compose_notice(notice)[0])
         return None
     try:
         from reports.mail import sender_from_settings
 
         msg = build_notice_message(notice, settings)
-        key = f"alerts/{notice.flow_name}-{notice.flow_run_id}"
+        key = f"alerts/{notice.flow_name}-{notice.flow_run_id}" + ("-crashed" if notice.crashed else "")
         where = sender_from_settings(settings).send(msg, list(settings.data_engineers), key)
-        log.info("failure notice for %s sent: %s", notice.flow_run_name, where)
+        log.info("%s for %s sent: %s", what, notice.flow_run_name, where)
         return where
     except Exception:  # noqa: BLE001 - the notice must never mask the run's failure
-        log.exception("could not send the failure notice for %s", notice.flow_run_name)
+        log.exception("could not send the %s for %s", what, notice.flow_run_name)
         return None
