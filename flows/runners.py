@@ -2,18 +2,29 @@
 
 ``default``: Prefect's thread pool (fetching is I/O; reading releases the GIL in the parsers).
 ``dask``: prefect-dask, fanning the per-county fetch-and-read chunks out over a Dask cluster, at
-``GAIBAO_DASK_ADDRESS`` when set, otherwise a temporary ``LocalCluster`` of worker processes.
+``GAIBAO_DASK_ADDRESS`` when set, otherwise one ``LocalCluster`` of worker processes per Python
+process (:func:`ensure_local_cluster`): started when the first flow run submits work to it, reused
+by every later flow run of the process, closed at interpreter exit. Starting a cluster costs
+seconds (about 10 on two cores); a process running several flows pays it once.
 Validation and loading stay batched in the flow's own process whatever the runner.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
-from typing import Any
+import threading
+import time
+from typing import Any, NamedTuple
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from gaibao.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_CLUSTER_WORKERS = 2
 
 
 def prefect_api_url() -> str:
@@ -32,6 +43,10 @@ def prefect_api_url() -> str:
     server = SubprocessASGIServer()  # the same instance the flow engine's client uses
     server.start()
     return server.api_url
+
+
+# ------------------------------------------------------------------------------------------
+# The thread pool
 
 
 class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
@@ -57,27 +72,151 @@ class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-def task_runner(settings: Settings | None = None, kind: str | None = None, cluster=None):
+# ------------------------------------------------------------------------------------------
+# One Dask LocalCluster per process
+
+
+class ClusterStart(NamedTuple):
+    """The shared LocalCluster's scheduler address, and the seconds this call spent starting it
+    (0.0 when it was already running)."""
+
+    address: str
+    start_s: float
+
+
+_cluster_lock = threading.Lock()
+_cluster: Any = None  # distributed.LocalCluster
+_cluster_env: dict[str, str] | None = None
+_atexit_registered = False
+
+
+def _worker_env() -> dict[str, str]:
+    """What the Dask worker processes need from the flow's environment: the Prefect API (the
+    temporary server of this process, if there is no other) and the ``GAIBAO_*`` settings."""
+    env = {"PREFECT_API_URL": prefect_api_url()}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("GAIBAO_", "PREFECT_LOGGING"))})
+    return env
+
+
+def ensure_local_cluster() -> ClusterStart:
+    """Start this process's Dask ``LocalCluster`` (2 worker processes) unless it runs; return its
+    scheduler address and the seconds spent starting it now (0.0 when it was running).
+
+    The workers are started with the environment of the moment (:func:`_worker_env`); if that
+    environment has changed since (another ``GAIBAO_HOME``, another Prefect API), the cluster is
+    closed and a new one started, so workers never run with stale settings. Closed at exit.
+    """
+    global _cluster, _cluster_env, _atexit_registered
+    env = _worker_env()
+    with _cluster_lock:
+        if _cluster is not None and _cluster_env != env:
+            log.info("the flow's environment changed: restarting the local Dask cluster")
+            _close_locked()
+        if _cluster is not None:
+            return ClusterStart(_cluster.scheduler_address, 0.0)
+        from distributed import LocalCluster
+
+        started = time.perf_counter()
+        _cluster = LocalCluster(
+            n_workers=LOCAL_CLUSTER_WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env=env,
+        )
+        _cluster_env = env
+        start_s = time.perf_counter() - started
+        if not _atexit_registered:
+            atexit.register(close_local_cluster)
+            _atexit_registered = True
+        log.info("local Dask cluster at %s started in %.1f s", _cluster.scheduler_address, start_s)
+        return ClusterStart(_cluster.scheduler_address, start_s)
+
+
+def local_cluster_address() -> str | None:
+    """The scheduler address of this process's LocalCluster, None when none runs."""
+    with _cluster_lock:
+        return _cluster.scheduler_address if _cluster is not None else None
+
+
+def close_local_cluster() -> None:
+    """Close this process's LocalCluster, if one runs (registered with ``atexit``)."""
+    with _cluster_lock:
+        _close_locked()
+
+
+def _close_locked() -> None:
+    global _cluster, _cluster_env
+    cluster, _cluster, _cluster_env = _cluster, None, None
+    if cluster is not None:
+        try:
+            cluster.close()
+        except Exception:  # noqa: BLE001 - at exit, a cluster that will not close is logged, not raised
+            log.warning("could not close the local Dask cluster", exc_info=True)
+
+
+def _in_dask_worker() -> bool:
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _shared_local_cluster_runner() -> type:
+    """``SharedLocalClusterTaskRunner``, defined on first use: prefect_dask and distributed are
+    imported only when a Dask runner is asked for. The class is a module attribute once defined
+    (``flows.runners.SharedLocalClusterTaskRunner``), so flows holding it pickle by reference."""
+    runner_class = globals().get("SharedLocalClusterTaskRunner")
+    if runner_class is not None:
+        return runner_class
+    from prefect_dask import DaskTaskRunner
+
+    class SharedLocalClusterTaskRunner(DaskTaskRunner):
+        """A ``DaskTaskRunner`` on this process's LocalCluster (:func:`ensure_local_cluster`).
+
+        The address is looked up when the first task is submitted, not when the flow is defined
+        or its runner duplicated: defining a flow with this runner starts nothing, and the copy
+        of the runner that Prefect builds inside a Dask worker (when it restores a task's flow
+        context) never starts a cluster there.
+        """
+
+        @property
+        def client(self) -> Any:
+            if not self._client and not self.address and self._cluster is None and not _in_dask_worker():
+                self.address = ensure_local_cluster().address
+            return super().client
+
+    SharedLocalClusterTaskRunner.__module__ = __name__
+    SharedLocalClusterTaskRunner.__qualname__ = "SharedLocalClusterTaskRunner"
+    globals()["SharedLocalClusterTaskRunner"] = SharedLocalClusterTaskRunner
+    return SharedLocalClusterTaskRunner
+
+
+def task_runner(settings: Settings | None = None, kind: str | None = None, cluster: Any = None) -> Any:
+    """The task runner for ``kind`` (default: ``GAIBAO_TASK_RUNNER``).
+
+    ``cluster``: a running Dask cluster object to use (its scheduler address is what the runner
+    keeps, as Prefect rebuilds the runner for each flow run from its settings).
+    """
     settings = settings or get_settings()
     kind = kind or settings.task_runner
     if kind == "dask":
         from prefect_dask import DaskTaskRunner
 
         if cluster is not None:
-            return DaskTaskRunner(cluster=cluster)
+            return DaskTaskRunner(address=cluster.scheduler_address)
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
-        env = {"PREFECT_API_URL": prefect_api_url()}
-        env.update({k: v for k, v in os.environ.items() if k.startswith(("GAIBAO_", "PREFECT_LOGGING"))})
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": 2,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": None,
-                "env": env,
-            }
-        )
+        return _shared_local_cluster_runner()()
     if kind == "default":
         return InterruptibleThreadPoolTaskRunner(max_workers=4)
     raise ValueError(f"unknown task runner {kind!r}: expected 'default' or 'dask'")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SharedLocalClusterTaskRunner":  # unpickling a flow in a fresh process
+        return _shared_local_cluster_runner()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
