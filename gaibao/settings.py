@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = 30.0
     fetch_retries: int = 3
     fetch_backoff_s: float = 1.0
+    read_processes: int | None = Field(
+        default=None,
+        ge=0,
+        description="processes that parse county files in parallel (default: one per CPU when there "
+        "are two or more; 0: parse in the fetching thread)",
+    )
 
     # reports and mail
     recipients: Path | None = Field(default=None, description="YAML file of pack and letter recipients")

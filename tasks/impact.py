@@ -149,7 +149,7 @@ def _candidates(settings: Settings, batch: pd.DataFrame) -> list[Any]:
     from tasks.read import read_return
     from warehouse.archive import Archive
 
-    archive = Archive(settings.archive_dir)
+    archive = Archive.from_settings(settings)
     out = []
     for row in batch.itertuples(index=False):
         content = archive.get(str(row.sha256))

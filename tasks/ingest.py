@@ -152,15 +152,16 @@ def fetch_and_read(
     ``known`` holds (county_code, sha256) pairs already judged under the current rules: such
     payloads are archived (a no-op, content-addressed) but not read again.
     """
-    from tasks.read import read_return
+    from tasks.readpool import read_many
     from tasks.sources import fetch_all, load_source_config
     from warehouse.archive import Archive
 
-    archive = Archive(settings.archive_dir)
+    archive = Archive.from_settings(settings)
     config = load_source_config(settings.sources)
     outcomes = fetch_all(list(counties), period, settings, config)
     fetched: list[Fetched] = []
     unreachable: dict[str, str] = {}
+    fresh: list[Fetched] = []
     for outcome in outcomes:
         if outcome.error is not None:
             unreachable[outcome.county_code] = str(getattr(outcome.error, "message_zh", outcome.error))
@@ -169,8 +170,12 @@ def fetch_and_read(
             if (rec.county_code, sha) in known:
                 fetched.append(Fetched(rec, sha, None, duplicate_of=sha))
                 continue
-            parsed = read_return(rec.content, rec.file_name, rec.kind)
-            fetched.append(Fetched(rec, sha, parsed))
+            item = Fetched(rec, sha, None)
+            fetched.append(item)
+            fresh.append(item)
+    parsed = read_many([(f.received.content, f.received.file_name, f.received.kind) for f in fresh], settings.read_processes)
+    for item, result in zip(fresh, parsed, strict=True):
+        item.parsed = result
     return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties))
 
 
@@ -247,12 +252,12 @@ class Gathered:
 
 def _reread_archived(settings: Settings, archived: list[dict[str, object]], period: str) -> list[Fetched]:
     """Rebuild received payloads from the archive (backfill --force re-judges them with today's rules)."""
-    from tasks.read import read_return
+    from tasks.readpool import read_many
     from tasks.sources import Received
     from warehouse.archive import Archive
 
-    archive = Archive(settings.archive_dir)
-    out = []
+    archive = Archive.from_settings(settings)
+    out: list[Fetched] = []
     for row in archived:
         content = archive.get(str(row["sha256"]))
         received_at = pd.Timestamp(row["received_at"])
@@ -267,7 +272,10 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
             source=str(row["source"]),
             received_at=received_at.to_pydatetime(),
         )
-        out.append(Fetched(rec, str(row["sha256"]), read_return(content, rec.file_name, rec.kind)))
+        out.append(Fetched(rec, str(row["sha256"]), None))
+    parsed = read_many([(f.received.content, f.received.file_name, f.received.kind) for f in out], settings.read_processes)
+    for item, result in zip(out, parsed, strict=True):
+        item.parsed = result
     return out
 
 

@@ -186,7 +186,7 @@ def judge_batch(
         record = subs[sid]
         record.update(status="refused", reason=reason, refusal_code=code, rows_accepted=0)
         if code != "ALL_ROWS_REJECTED":
-            record["rows_total"] = int(len(_candidate(ordered, sid).parsed.rows))
+            record["rows_total"] = _candidate(ordered, sid).parsed.n_rows
             record["rows_rejected"] = record["rows_total"]
         file_issues.append(
             {
@@ -268,14 +268,15 @@ def judge_file(
 
     parsed = read_return(content, file_name, kind=kind)
     kind = kind or parsed.kind or "progress"
-    if parsed.refusal is None and len(parsed.rows):
-        if county_code is None and "county_code" in parsed.rows.columns:
-            county_code = _first_value(parsed.rows["county_code"])
+    rows = parsed.rows
+    if parsed.refusal is None and len(rows):
+        if county_code is None and "county_code" in rows.columns:
+            county_code = _first_value(rows["county_code"])
             county_code = (
                 county_code.translate({0xFF10 + i: 0x30 + i for i in range(10)}) if county_code else None
             )
-        if period is None and "period" in parsed.rows.columns:
-            period = parse_period(_first_value(parsed.rows["period"]))
+        if period is None and "period" in rows.columns:
+            period = parse_period(_first_value(rows["period"]))
     if period is None and kind != "plan":
         period = parse_period(file_name)
     if known_counties is None:
@@ -314,7 +315,7 @@ def _submission_record(sid: str, cand: Candidate, version: str, due_day: int, tz
         "status": "accepted",
         "reason": None,
         "refusal_code": None,
-        "rows_total": int(len(cand.parsed.rows)),
+        "rows_total": cand.parsed.n_rows,
         "rows_accepted": 0,
         "rows_rejected": 0,
         "rules_version": version,
@@ -381,10 +382,10 @@ def _file_refusals(
 def _total_mismatch(kind: str, items: list[tuple[str, Candidate]], typed: pd.DataFrame) -> pd.DataFrame:
     """W TOTAL_MISMATCH: a 合计 row's figure against the sum of the file's rows (|diff| > 0.01)."""
     columns = contract.SUMMABLE_COLUMNS.get(kind, ())
-    with_totals = [(sid, c.parsed) for sid, c in items if len(c.parsed.total_rows)]
+    with_totals = [(sid, c.parsed) for sid, c in items if len(c.parsed.total_grid)]
     if not columns or not with_totals:
         return empty_findings()
-    totals_raw, factors = concat_returns(kind, [(sid, _with_rows(p, p.total_rows)) for sid, p in with_totals])
+    totals_raw, factors = concat_returns(kind, [(sid, _totals_as_rows(p)) for sid, p in with_totals])
     totals, _ = normalise_frame(kind, totals_raw, factors)
     totals = totals.drop_duplicates(SUBMISSION_ID, keep="last").set_index(SUBMISSION_ID)
     sums = typed.groupby(SUBMISSION_ID)[list(columns)].sum(min_count=1)
@@ -427,10 +428,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else empty_findings()
 
 
-def _with_rows(parsed: ParsedReturn, rows: pd.DataFrame) -> ParsedReturn:
-    return ParsedReturn(
-        kind=parsed.kind, rows=rows, total_rows=rows.iloc[:0], unit_factors=parsed.unit_factors
-    )
+def _totals_as_rows(parsed: ParsedReturn) -> ParsedReturn:
+    """A file's 合计 rows as if they were its data rows (to type them like the data)."""
+    return ParsedReturn(kind=parsed.kind, grid=parsed.total_grid, unit_factors=parsed.unit_factors)
 
 
 def _candidate(ordered: list[tuple[str, Candidate]], sid: str) -> Candidate:

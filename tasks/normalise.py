@@ -133,12 +133,13 @@ def concat_returns(
     ids: list[np.ndarray] = []
     numbers: list[np.ndarray] = []
     for submission_id, parsed in items:
-        rows = parsed.rows
-        n = len(rows)
-        columns = list(rows.columns)
-        values = rows.to_numpy(dtype=object)
-        at = {c: j for j, c in enumerate(columns)}
-        if all(name in at for name in names):
+        grid = parsed.grid
+        n = len(grid)
+        values = grid.values
+        at = {c: j for j, c in enumerate(grid.names)}
+        if tuple(names) == grid.names:
+            block = values
+        elif all(name in at for name in names):
             block = values[:, [at[name] for name in names]]
         else:
             block = np.full((n, width), None, dtype=object)
@@ -147,7 +148,7 @@ def concat_returns(
                     block[:, k] = values[:, at[name]]
         blocks.append(block)
         ids.append(np.full(n, submission_id, dtype=object))
-        numbers.append(values[:, at[ROW_NUMBER]].astype("int64") if n else np.empty(0, "int64"))
+        numbers.append(grid.numbers)
         if parsed.unit_factors:
             factors[submission_id] = dict(parsed.unit_factors)
     stacked = np.concatenate(blocks) if blocks else np.empty((0, width), dtype=object)

@@ -71,18 +71,58 @@ JSON_LIST_KEYS = ("records", "data", "rows", "items", "list", "result", "results
 ROW_NUMBER = "row_number"
 
 
+@dataclass(frozen=True)
+class Grid:
+    """Rows of one file as plain arrays: the compact form a read return travels in.
+
+    ``values`` is an ``(n, len(names))`` object array of ``str``/``None``; ``numbers`` the
+    clerk's row numbers (int64). A pandas frame per file cost more to build (and to send back
+    from a reader process) than the reading itself: frames are made only when asked for."""
+
+    names: tuple[str, ...]
+    values: np.ndarray
+    numbers: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @classmethod
+    def of(cls, names: Sequence[str], rows: list[list[str | None]], numbers: Sequence[int]) -> Grid:
+        values = np.empty((len(rows), len(names)), dtype=object)
+        if rows:
+            values[:] = rows
+        return cls(tuple(names), values, np.asarray(numbers, dtype=np.int64))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Grid:
+        names = [c for c in frame.columns if c != ROW_NUMBER]
+        values = frame[names].to_numpy(dtype=object) if names else np.empty((len(frame), 0), dtype=object)
+        numbers = frame[ROW_NUMBER].to_numpy(dtype=np.int64) if ROW_NUMBER in frame else np.arange(len(frame))
+        return cls(tuple(names), values, numbers)
+
+    def frame(self) -> pd.DataFrame:
+        # dtype=object keeps None as None (pandas 3 would otherwise infer str and NaN).
+        frame = pd.DataFrame(self.values, columns=list(self.names), dtype=object, copy=False)
+        frame[ROW_NUMBER] = self.numbers
+        return frame
+
+
+_EMPTY_GRID = Grid((), np.empty((0, 0), dtype=object), np.empty(0, dtype=np.int64))
+
+
 @dataclass
 class ParsedReturn:
     """One county file, read: canonical columns of strings, not yet typed or judged.
 
     ``rows`` and ``total_rows`` have the canonical columns the file has (contract order), every
     value a ``str`` or ``None``, plus ``row_number`` (int): the row the clerk sees in Excel or
-    their editor (JSON: record index + 1). When ``refusal`` is set both frames are empty.
+    their editor (JSON: record index + 1). When ``refusal`` is set both are empty. They are
+    built on first use from ``grid`` / ``total_grid`` (the batch path reads the grids directly).
     """
 
     kind: str | None
-    rows: pd.DataFrame
-    total_rows: pd.DataFrame
+    grid: Grid = _EMPTY_GRID
+    total_grid: Grid = _EMPTY_GRID
     unit_factors: dict[str, float] = field(default_factory=dict)
     unknown_columns: list[str] = field(default_factory=list)
     refusal: Refusal | None = None
@@ -95,6 +135,26 @@ class ParsedReturn:
     @property
     def is_refused(self) -> bool:
         return self.refusal is not None
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        return self.grid.frame()
+
+    @property
+    def total_rows(self) -> pd.DataFrame:
+        return self.total_grid.frame()
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.grid)
+
+    @classmethod
+    def from_frames(
+        cls, kind: str | None, rows: pd.DataFrame, total_rows: pd.DataFrame | None = None, **fields: Any
+    ) -> ParsedReturn:
+        """A read return made from frames shaped like ``rows`` (for callers holding pandas data)."""
+        totals = Grid.from_frame(total_rows) if total_rows is not None and len(total_rows) else _EMPTY_GRID
+        return cls(kind=kind, grid=Grid.from_frame(rows), total_grid=totals, **fields)
 
 
 class _Unreadable(Exception):
@@ -409,31 +469,12 @@ def _json_grid(records: list[Any]) -> tuple[list[list[str]], list[int], bool]:
 # Assembling the return
 
 
-def _empty_frame(names: Sequence[str] = ()) -> pd.DataFrame:
-    return _frame(list(names), [], [])
-
-
 def _refused(kind: str | None, code: str, message_zh: str, **detail: str) -> ParsedReturn:
-    return ParsedReturn(
-        kind=kind,
-        rows=_empty_frame(),
-        total_rows=_empty_frame(),
-        refusal=Refusal(code, message_zh, dict(detail)),
-    )
+    return ParsedReturn(kind=kind, refusal=Refusal(code, message_zh, dict(detail)))
 
 
 def _known_units(canonical_unit: str) -> str:
     return "、".join(UNIT_FACTORS[canonical_unit])
-
-
-def _frame(names: list[str], rows: list[list[str | None]], numbers: list[int]) -> pd.DataFrame:
-    # One object block from the row lists: far quicker than a Series per column for small files,
-    # and dtype=object keeps None as None (pandas 3 would otherwise infer str and NaN).
-    frame = (
-        pd.DataFrame(rows, columns=names, dtype=object) if rows else pd.DataFrame(columns=names, dtype=object)
-    )
-    frame[ROW_NUMBER] = np.asarray(numbers, dtype=np.int64)
-    return frame
 
 
 def _combine_header(parent: list[str], child: list[str], index: _HeaderIndex) -> list[str] | None:
@@ -583,8 +624,8 @@ def _assemble(
 
     return ParsedReturn(
         kind=kind,
-        rows=_frame(names, data_rows, data_numbers),
-        total_rows=_frame(names, total_rows, total_numbers),
+        grid=Grid.of(names, data_rows, data_numbers),
+        total_grid=Grid.of(names, total_rows, total_numbers),
         unit_factors=unit_factors,
         unknown_columns=unknown,
     )
@@ -670,7 +711,7 @@ def read_return(content: bytes, file_name: str, kind: str | None = None) -> Pars
             file_name,
             fmt,
             result.kind,
-            len(result.rows),
-            len(result.total_rows),
+            len(result.grid),
+            len(result.total_grid),
         )
     return result

@@ -17,7 +17,7 @@ def parsed(
     frame = pd.DataFrame(rows).astype(object)
     frame = frame.where(frame.notna(), None)
     frame["row_number"] = range(3, 3 + len(frame))
-    return ParsedReturn(kind=kind, rows=frame, total_rows=frame.iloc[:0], unit_factors=unit_factors or {})
+    return ParsedReturn.from_frames(kind, frame, unit_factors=unit_factors or {})
 
 
 def type_one(column: str, value: str | None, kind: str = "progress", factors: dict[str, float] | None = None):

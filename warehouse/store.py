@@ -22,6 +22,7 @@ committed (then the load is finished) or not (then the files are moved back).
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import hashlib
 import json
@@ -162,6 +163,9 @@ def _make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=120000")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # 128 MiB of page cache (default 2 MiB): a million-row load updates two indexes of
+            # fact_progress, and a small cache makes each insert a page miss (measured 1.6x).
+            cur.execute("PRAGMA cache_size=-131072")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -268,11 +272,11 @@ class _Journal:
 class Warehouse:
     """Archive + lake + SQL. ``url`` is a SQLAlchemy URL, ``home`` holds ``archive/`` and ``lake/``."""
 
-    def __init__(self, url: str, home: Path | str, *, recover: bool = True) -> None:
+    def __init__(self, url: str, home: Path | str, *, recover: bool = True, settings: Any = None) -> None:
         self.url = url
         self.home = Path(home)
         self.engine = _make_engine(url)
-        self.archive = Archive(self.home / "archive")
+        self._settings = settings
         self.lake = Lake(self.home / "lake")
         if recover:
             self.recover()
@@ -283,7 +287,15 @@ class Warehouse:
             from gaibao.settings import get_settings
 
             settings = get_settings()
-        return cls(str(settings.warehouse_url), settings.home)
+        return cls(str(settings.warehouse_url), settings.home, settings=settings)
+
+    @functools.cached_property
+    def archive(self) -> Archive:
+        """The raw archive (``GAIBAO_ARCHIVE_URL``), opened on first use: commands that never
+        touch it open no SSH or object-store connection."""
+        if self._settings is not None:
+            return Archive.from_settings(self._settings)
+        return Archive(self.home / "archive")
 
     @property
     def dialect(self) -> str:
