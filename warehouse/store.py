@@ -22,8 +22,8 @@ committed (then the load is finished) or not (then the files are moved back).
 from __future__ import annotations
 
 import contextlib
-import functools
 import fcntl
+import functools
 import hashlib
 import json
 import logging
