@@ -162,18 +162,21 @@ def fetch_and_read(
     fetched: list[Fetched] = []
     unreachable: dict[str, str] = {}
     fresh: list[Fetched] = []
+    received = [rec for outcome in outcomes for rec in outcome.received]
+    shas = archive.put_many([rec.content for rec in received])
     for outcome in outcomes:
         if outcome.error is not None:
             unreachable[outcome.county_code] = str(getattr(outcome.error, "message_zh", outcome.error))
-        for rec in outcome.received:
-            sha = archive.put(rec.content)
-            if (rec.county_code, sha) in known:
-                fetched.append(Fetched(rec, sha, None, duplicate_of=sha))
-                continue
-            item = Fetched(rec, sha, None)
-            fetched.append(item)
-            fresh.append(item)
-    parsed = read_many([(f.received.content, f.received.file_name, f.received.kind) for f in fresh], settings.read_processes)
+    for rec, sha in zip(received, shas, strict=True):
+        if (rec.county_code, sha) in known:
+            fetched.append(Fetched(rec, sha, None, duplicate_of=sha))
+            continue
+        item = Fetched(rec, sha, None)
+        fetched.append(item)
+        fresh.append(item)
+    parsed = read_many(
+        [(f.received.content, f.received.file_name, f.received.kind) for f in fresh], settings.read_processes
+    )
     for item, result in zip(fresh, parsed, strict=True):
         item.parsed = result
     return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties))
@@ -198,7 +201,9 @@ class RunPlan:
     rules_version: str
 
 
-def plan_run(warehouse, settings: Settings, period: str, counties: Sequence[str] | None, force: bool) -> RunPlan:
+def plan_run(
+    warehouse, settings: Settings, period: str, counties: Sequence[str] | None, force: bool
+) -> RunPlan:
     """Decide the counties of a run and what is already known."""
     from tasks.sources import list_inbox_counties, load_source_config
     from tasks.validate import rules_version
@@ -221,7 +226,9 @@ def plan_run(warehouse, settings: Settings, period: str, counties: Sequence[str]
     if force:
         known: frozenset[tuple[str, str]] = frozenset()
         archived = (
-            subs.sort_values("received_at").drop_duplicates(["county_code", "sha256"], keep="first").to_dict("records")
+            subs.sort_values("received_at")
+            .drop_duplicates(["county_code", "sha256"], keep="first")
+            .to_dict("records")
         )
     else:
         current = subs[subs["rules_version"] == version]
@@ -273,13 +280,17 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
             received_at=received_at.to_pydatetime(),
         )
         out.append(Fetched(rec, str(row["sha256"]), None))
-    parsed = read_many([(f.received.content, f.received.file_name, f.received.kind) for f in out], settings.read_processes)
+    parsed = read_many(
+        [(f.received.content, f.received.file_name, f.received.kind) for f in out], settings.read_processes
+    )
     for item, result in zip(out, parsed, strict=True):
         item.parsed = result
     return out
 
 
-def gather_period(settings: Settings, period: str, chunks: list[ChunkResult], archived: list[dict[str, object]]) -> Gathered:
+def gather_period(
+    settings: Settings, period: str, chunks: list[ChunkResult], archived: list[dict[str, object]]
+) -> Gathered:
     """Turn a period's fetched (and, with --force, archived) payloads into candidates, in received order."""
     from tasks.judge import Candidate
 
@@ -289,7 +300,11 @@ def gather_period(settings: Settings, period: str, chunks: list[ChunkResult], ar
     fresh = [f for f in fetched if f.parsed is not None]
     if archived:
         seen = {(f.received.county_code, f.sha256) for f in fresh}
-        fresh += [f for f in _reread_archived(settings, archived, period) if (f.received.county_code, f.sha256) not in seen]
+        fresh += [
+            f
+            for f in _reread_archived(settings, archived, period)
+            if (f.received.county_code, f.sha256) not in seen
+        ]
     fresh.sort(key=lambda f: (f.received.received_at, f.received.file_name))
     by_kind: dict[str, list] = {}
     for f in fresh:
@@ -385,7 +400,14 @@ def load_judged(warehouse, judged: Judged) -> dict[str, int]:
 
 def summarise_period(summary: RunSummary, plan: RunPlan, judged: Judged) -> None:
     """Fold one period's outcome into the run summary."""
-    period_counts = {"files_seen": 0, "accepted": 0, "refused": 0, "duplicates": 0, "rows_accepted": 0, "rows_rejected": 0}
+    period_counts = {
+        "files_seen": 0,
+        "accepted": 0,
+        "refused": 0,
+        "duplicates": 0,
+        "rows_accepted": 0,
+        "rows_rejected": 0,
+    }
     for county in plan.counties:
         summary.county(county)
     for county, reason in judged.unreachable.items():

@@ -83,16 +83,13 @@ def _shutdown() -> None:
     _reset_pool()
 
 
-def read_many(items: Sequence[tuple[bytes, str, str | None]], processes: int | None = None) -> list[ParsedReturn]:
+def read_many(
+    items: Sequence[tuple[bytes, str, str | None]], processes: int | None = None
+) -> list[ParsedReturn]:
     """``read_return`` over ``(content, file_name, kind)`` items, in order, in worker processes
     when there are enough files and processes may be used here."""
     n = default_processes() if processes is None else processes
-    if (
-        n <= 0
-        or _disabled
-        or len(items) < MIN_FILES_FOR_POOL
-        or multiprocessing.current_process().daemon
-    ):
+    if n <= 0 or _disabled or len(items) < MIN_FILES_FOR_POOL or multiprocessing.current_process().daemon:
         return [_read_one(item) for item in items]
     # Chunks of files per round trip: fewer, larger messages, but enough of them to keep every
     # worker busy while other chunks are fetched.

@@ -51,6 +51,7 @@ import stat
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -443,6 +444,15 @@ class Archive:
             log.info("archive object %s was placed by another writer; verifying it", sha)
         self._verify_existing(sha, size, len(content))
         return sha
+
+    def put_many(self, contents: list[bytes], threads: int = 16) -> list[str]:
+        """``put`` each of ``contents`` (same order). On a local folder the writes run in
+        ``threads`` threads: each new object costs two fsyncs (about 6 ms here, mostly waiting),
+        and concurrent fsyncs overlap (16 threads: about 1 ms an object)."""
+        if len(contents) < 2 or threads <= 1 or not self.is_local:
+            return [self.put(c) for c in contents]
+        with ThreadPoolExecutor(max_workers=min(threads, len(contents))) as pool:
+            return list(pool.map(self.put, contents))
 
     def _verify_existing(self, sha: str, size: int | None, expected_size: int) -> None:
         if size is not None and size != expected_size:

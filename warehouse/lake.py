@@ -156,6 +156,11 @@ class Lake:
         return self.root.joinpath(*parts)
 
     # -- writing --------------------------------------------------------------------------
+    def staged_paths(self, load_id: str, kind: str, submission_ids: Iterable[str]) -> dict[str, Path]:
+        """Where :meth:`stage` puts each submission's file (known before it has written them)."""
+        out = self.staging_dir(load_id) / _check(kind, _KIND_RE, "kind")
+        return {sid: out / f"{_check(sid, _SID_RE, 'submission_id')}.parquet" for sid in submission_ids}
+
     def stage(self, load_id: str, kind: str, table: pa.Table) -> dict[str, Path]:
         """Write ``table`` (fact rows of many submissions) to staging in one pyarrow call.
 

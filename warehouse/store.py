@@ -31,6 +31,8 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +106,7 @@ class LoadResult:
     issues: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    stage_wait_s: float = 0.0  # how long the swap waited for the Parquet files after the SQL work
 
 
 def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -512,16 +515,19 @@ class Warehouse:
         journal.write(kind=kind, state="staging", moves=[])
         committed = False
         result: LoadResult | None = None
+        timings = {"prepare": time.perf_counter() - t0}
+        # The Parquet files are written in a second thread while the SQL work runs (pyarrow
+        # releases the GIL; on a million rows both take 15-30 s); the lake swap waits for them.
+        stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{load_id}")
+        staging = stager.submit(self.lake.stage, load_id, kind, fact_data)
         try:
-            t_stage = time.perf_counter()
-            staged = self.lake.stage(load_id, kind, fact_data)
-            timings = {"prepare": t_stage - t0, "stage": time.perf_counter() - t_stage}
-            _maybe_fail("after_lake_stage")
+            sids = pc.unique(fact_data["submission_id"]).to_pylist() if fact_data.num_rows else []
+            staged = self.lake.staged_paths(load_id, kind, sids)
             keys = sorted({(kind, c, p) for c, p in zip(subs["county_code"], subs["period"], strict=True)})
             t_sql = time.perf_counter()
             with self._write_txn(keys) as conn:
                 result = self._load_sql(
-                    conn, load_id, kind, subs, batch_winner, fact_data, issue_data, staged, journal
+                    conn, load_id, kind, subs, batch_winner, fact_data, issue_data, staged, journal, staging
                 )
                 _maybe_fail("before_sql_commit")
             committed = True
@@ -530,11 +536,15 @@ class Warehouse:
             _maybe_fail("after_sql_commit")
         except BaseException:
             log.exception("load %s failed; undoing", load_id)
+            futures_wait([staging])  # never remove the staging folder under a writing thread
             try:
                 self._undo(journal, committed=committed or self._marker_exists(load_id))
             finally:
                 journal.release()  # if the undo failed too, the journal stays for recover()
             raise
+        finally:
+            stager.shutdown(wait=True)
+        timings["stage_wait"] = result.stage_wait_s
         t_finish = time.perf_counter()
         self._finish(journal)
         timings["finish"] = time.perf_counter() - t_finish
@@ -605,6 +615,7 @@ class Warehouse:
         issue_data: pa.Table,
         staged: dict[str, Path],
         journal: _Journal,
+        staging: Future | None = None,
     ) -> LoadResult:
         s = submission
         fact_table = FACT_TABLES[kind]
@@ -737,6 +748,15 @@ class Warehouse:
             )
         )
 
+        # The staged files must all be there before the swap.
+        t_wait = time.perf_counter()
+        if staging is not None:
+            written = staging.result()
+            if set(written) != set(staged):
+                raise RuntimeError(f"load {load_id}: staged {len(written)} files, expected {len(staged)}")
+        stage_wait = time.perf_counter() - t_wait
+        _maybe_fail("after_lake_stage")
+
         # Swap the lake partitions (inside the SQL transaction: a failure here rolls both back).
         for i, (src, dst) in enumerate(moves):
             lakemod.move(self.lake.absolute(src), self.lake.absolute(dst))
@@ -754,6 +774,7 @@ class Warehouse:
             refused=sorted(subs.loc[subs["status"] == "refused", "submission_id"]),
             fact_rows=n_facts,
             issues=n_issues,
+            stage_wait_s=stage_wait,
         )
 
     # -- undo, finish, recover ------------------------------------------------------------
