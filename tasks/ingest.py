@@ -187,8 +187,8 @@ def seed_divisions(warehouse) -> None:
     from gaibao.divisions import bundled_divisions
 
     count = warehouse.query("SELECT COUNT(*) AS n FROM ref_division")["n"].iloc[0]
-    if int(count) == 0:
-        warehouse.load_divisions(bundled_divisions())
+    if int(count) == 0:  # checked again under the lock: another run may be seeding right now
+        warehouse.load_divisions(bundled_divisions(), only_if_empty=True)
 
 
 @dataclass

@@ -286,6 +286,49 @@ def test_concurrent_mart_rebuilds_do_not_collide(wh: Warehouse) -> None:
     assert mart.loc[mart["county_code"] == "340102", "projects_total"].tolist() == [20, 20]
 
 
+@ON_POSTGRES
+def test_first_runs_seeding_an_empty_warehouse_at_once_do_not_collide(warehouse_url: str, gaibao_home: Path) -> None:
+    """Two first runs on an empty warehouse both seed the division codes and reload the plan:
+    the reference tables are replaced under a lock, so neither fails on a duplicate key and the
+    tables hold one copy."""
+    from tasks.ingest import seed_divisions
+
+    first = Warehouse(warehouse_url, gaibao_home)
+    first.upgrade()
+    first.close()
+    plan = pd.DataFrame(
+        {"county_code": ["340102", "340103"], "plan_area_m2": [1000.0, 2000.0], "plan_equipment_wan": [10.0, 20.0]}
+    )
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        w = Warehouse(warehouse_url, gaibao_home)
+        try:
+            barrier.wait()
+            for _ in range(5):
+                seed_divisions(w)
+                w.load_plan(plan)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            w.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    w = Warehouse(warehouse_url, gaibao_home)
+    try:
+        divisions = w.read_table("ref_division")
+        assert len(divisions) == len(bundled_divisions()) == divisions["county_code"].nunique()
+        assert sorted(w.read_table("ref_plan")["county_code"]) == ["340102", "340103"]
+    finally:
+        w.close()
+
+
 # -- 2. concurrent `gaibao ingest` processes -----------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_base(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -119,6 +119,11 @@ def _lock_key(kind: str, county_code: str, period: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+# Reference tables are replaced delete-then-insert: one lock each (SQLite: BEGIN IMMEDIATE).
+_REF_DIVISION_LOCK = ("ref_division", "", "")
+_REF_PLAN_LOCK = ("ref_plan", "", "")
+
+
 def _py(value: Any) -> Any:
     """A pandas/numpy scalar as a plain Python value for a DB-API bind (NaN/NaT/NA -> None)."""
     if value is None:
@@ -459,10 +464,14 @@ class Warehouse:
         return pa.concat_tables(parts).to_pandas(date_as_object=False)
 
     # -- reference data -------------------------------------------------------------------
-    def load_divisions(self, frame: pd.DataFrame) -> int:
-        """Replace every ``ref_division`` row with ``frame`` (county_code, county_name, city_code, city_name)."""
+    def load_divisions(self, frame: pd.DataFrame, *, only_if_empty: bool = False) -> int:
+        """Replace every ``ref_division`` row with ``frame`` (county_code, county_name, city_code,
+        city_name); with ``only_if_empty``, only when the table has no row yet (the check and the
+        load hold one lock, so two first runs seeding an empty warehouse at once do not collide)."""
         data = frame_to_arrow(frame.astype(object), ref_division)
-        with self._write_txn() as conn:
+        with self._write_txn([_REF_DIVISION_LOCK]) as conn:
+            if only_if_empty and conn.execute(sa.select(sa.func.count()).select_from(ref_division)).scalar():
+                return 0
             conn.execute(ref_division.delete())
             return bulk_insert(conn, ref_division, data)
 
@@ -474,7 +483,7 @@ class Warehouse:
         frame["plan_cycle"] = frame["plan_cycle"].astype(object).where(frame["plan_cycle"].notna(), "")
         cycles = sorted(set(frame["plan_cycle"]))
         data = frame_to_arrow(frame, ref_plan)
-        with self._write_txn() as conn:
+        with self._write_txn([_REF_PLAN_LOCK]) as conn:
             conn.execute(ref_plan.delete().where(ref_plan.c.plan_cycle.in_(cycles)))
             return bulk_insert(conn, ref_plan, data)
 
