@@ -40,6 +40,7 @@ def _same(a, b) -> None:
         assert ga.names == gb.names
         assert np.array_equal(ga.numbers, gb.numbers)
         assert ga.values.tolist() == gb.values.tolist()
+        assert all(c.type == "string" for c in ga.columns)
 
 
 def test_pool_reads_exactly_what_inline_reading_reads(demo_files: list[Path]) -> None:

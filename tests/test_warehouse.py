@@ -470,6 +470,36 @@ def test_marts_carry_forward_rates_city_and_province(wh: Warehouse) -> None:
     pd.testing.assert_frame_equal(wh.read_table("mart_county_progress"), before)
 
 
+def test_marts_rebuild_only_what_changed_and_never_miss_a_load(wh: Warehouse) -> None:
+    """A load marks its periods out of date in its own transaction; a nightly refresh with no
+    mark does nothing; a load whose refresh never ran (a crash) is covered by the next one."""
+    wh.load_plan(pd.DataFrame({"county_code": ["340102"], "plan_area_m2": [1000.0], "plan_equipment_wan": [100.0]}))
+    wh.rebuild_marts(only_if_changed=True)
+    may = (submission_row("340102", "2017-05", "m5"), [("P1", "校舍改造", "在建", 2000.0, 1500.0, 900.0, 40.0)])
+    wh.load_batch(*batch(may), kind="progress")
+    assert wh.rebuild_marts(from_period="2017-05", only_if_changed=True)["mart_county_progress"] >= 1
+    before = wh.read_table("mart_county_progress")
+    assert wh.rebuild_marts(from_period="2017-05", only_if_changed=True) == {}  # unchanged rerun
+    pd.testing.assert_frame_equal(wh.read_table("mart_county_progress"), before)
+
+    # A May resubmission loads, and its refresh never runs (the run crashed after the load).
+    fix = (submission_row("340102", "2017-05", "m5b", received_at=datetime(2017, 7, 4, 8, 0, tzinfo=UTC)), [("P1", "校舍改造", "已竣工", 2000.0, 2000.0, 1000.0, 40.0)])
+    wh.load_batch(*batch(fix), kind="progress")
+    june = (submission_row("340102", "2017-06", "m6"), [("P1", "校舍改造", "已竣工", 2000.0, 2000.0, 1000.0, 40.0)])
+    wh.load_batch(*batch(june), kind="progress")
+    wh.rebuild_marts(from_period="2017-06", only_if_changed=True)  # the next night: June only, asked
+    m = wh.read_table("mart_county_progress").set_index(["period", "county_code"])
+    assert m.loc[("2017-05", "340102")]["completed_area_m2"] == 1000.0  # May rebuilt too, from the mark
+    assert m.loc[("2017-05", "340102")]["area_completion_rate"] == pytest.approx(1.0)
+
+    # A plan reload marks every period.
+    wh.load_plan(pd.DataFrame({"county_code": ["340102"], "plan_area_m2": [500.0], "plan_equipment_wan": [100.0]}))
+    wh.rebuild_marts(from_period="2017-06", only_if_changed=True)
+    m = wh.read_table("mart_county_progress").set_index(["period", "county_code"])
+    assert m.loc[("2017-05", "340102")]["area_completion_rate"] == pytest.approx(2.0)
+    assert wh.rebuild_marts(only_if_changed=True) == {}
+
+
 def test_funding_mart_carries_forward(wh: Warehouse) -> None:
     s5 = submission_row("340102", "2017-05", "f5", kind="funding")
     s6 = submission_row("340103", "2017-06", "f6", kind="funding")

@@ -234,6 +234,17 @@ mart_county_funding = sa.Table(
     sa.Column("submission_id", SUBMISSION_ID),
 )
 
+# Periods whose marts are out of date: a load marks the earliest period it touched, a reference
+# table reload marks every period (period NULL), in the same transaction as the change. The mart
+# rebuild starts from the earliest mark and clears the marks it saw; no mark, nothing to rebuild.
+mart_dirty = sa.Table(
+    "mart_dirty",
+    metadata,
+    sa.Column("mark_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("period", PERIOD),
+    sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # One row per committed load: the commit marker the crash recovery reads.
 warehouse_load = sa.Table(
     "warehouse_load",

@@ -52,6 +52,7 @@ from warehouse.lake import Lake, arrow_schema, frame_to_arrow
 from warehouse.schema import (
     FACT_TABLES,
     dq_issue,
+    mart_dirty,
     metadata,
     ref_division,
     ref_plan,
@@ -473,6 +474,7 @@ class Warehouse:
             if only_if_empty and conn.execute(sa.select(sa.func.count()).select_from(ref_division)).scalar():
                 return 0
             conn.execute(ref_division.delete())
+            _mark_marts(conn, None)
             return bulk_insert(conn, ref_division, data)
 
     def load_plan(self, frame: pd.DataFrame) -> int:
@@ -485,6 +487,7 @@ class Warehouse:
         data = frame_to_arrow(frame, ref_plan)
         with self._write_txn([_REF_PLAN_LOCK]) as conn:
             conn.execute(ref_plan.delete().where(ref_plan.c.plan_cycle.in_(cycles)))
+            _mark_marts(conn, None)
             return bulk_insert(conn, ref_plan, data)
 
     # -- loading --------------------------------------------------------------------------
@@ -756,6 +759,7 @@ class Warehouse:
                 load_id=load_id, kind=kind, committed_at=now, submissions=len(subs), fact_rows=n_facts
             )
         )
+        _mark_marts(conn, min(periods) if periods else None)
 
         # The staged files must all be there before the swap.
         t_wait = time.perf_counter()
@@ -827,6 +831,7 @@ class Warehouse:
             bulk_insert(conn, dq_issue, before_issues)
             bulk_insert(conn, fact_table, old_facts)
             conn.execute(warehouse_load.delete().where(warehouse_load.c.load_id == journal.load_id))
+            _mark_marts(conn, min((p for _, _, p in keys), default=None))
 
     def _undo(self, journal: _Journal, *, committed: bool) -> None:
         if committed:
@@ -884,14 +889,42 @@ class Warehouse:
         return repaired
 
     # -- marts ----------------------------------------------------------------------------
-    def rebuild_marts(self, from_period: str | None = None) -> dict[str, int]:
-        """Recompute the county, city and funding marts from ``from_period`` (or the first) on."""
+    def rebuild_marts(self, from_period: str | None = None, *, only_if_changed: bool = False) -> dict[str, int]:
+        """Recompute the county, city and funding marts from ``from_period`` (or the first) on.
+
+        The rebuild also covers every period marked out of date since the last rebuild (a load
+        whose own rebuild never ran, a plan reload: see ``mart_dirty``) and clears those marks.
+        ``only_if_changed``: do nothing when there is no mark (an unchanged nightly rerun)."""
         from warehouse import marts
 
         # One rebuild at a time: on PostgreSQL two concurrent rebuilds (two ingests of different
         # counties finishing together) would each delete, then both insert -> duplicate mart keys.
         with self._write_txn([("marts", "*", "*")]) as conn:
-            return marts.rebuild(conn, from_period)
+            marks = conn.execute(sa.select(mart_dirty.c.mark_id, mart_dirty.c.period)).all()
+            if only_if_changed and not marks:
+                log.info("marts: no load or reference change since the last rebuild; kept as they are")
+                return {}
+            start = from_period
+            if marks:
+                marked = [p for _, p in marks]
+                if any(p is None for p in marked):
+                    start = None  # reference data changed: every period
+                elif start is not None:
+                    start = min(start, *marked)
+            counts = marts.rebuild(conn, start)
+            ids = [i for i, _ in marks]
+            for chunk in _chunks(ids):
+                conn.execute(mart_dirty.delete().where(mart_dirty.c.mark_id.in_(chunk)))
+            return counts
+
+
+def _mark_marts(conn: sa.Connection, period: str | None) -> None:
+    """Mark the marts out of date from ``period`` on (None: every period), in ``conn``'s
+    transaction; unless a mark already covers it (so loading the same batch twice changes no row)."""
+    m = mart_dirty.c
+    cover = m.period.is_(None) if period is None else sa.or_(m.period.is_(None), m.period <= period)
+    if conn.execute(sa.select(m.mark_id).where(cover).limit(1)).first() is None:
+        conn.execute(mart_dirty.insert().values(period=period, marked_at=datetime.now(UTC)))
 
 
 def dq_issue_schema_empty() -> pa.Table:
