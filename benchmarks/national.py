@@ -18,11 +18,12 @@
 4. An unchanged rerun of the flow over the same home (every file is already known).
 
 Peak RSS is ``ru_maxrss`` of this process (``RUSAGE_SELF``) read right after the ingest, before the
-floor runs: it does not include child processes (Prefect's server, Dask workers, whose RSS is
-printed separately when there are any).
+floor runs. ``peak_rss_tree_mb`` adds the reader processes (``tasks.readpool``) or Dask workers,
+sampled every 0.1 s during the ingest; Prefect's temporary server is left out of both.
 
 The last line is one JSON object:
-``{"rows": …, "files": …, "wall_s": …, "floor_s": …, "ratio": …, "peak_rss_mb": …, "rerun_s": …}``.
+``{"rows": …, "files": …, "wall_s": …, "floor_s": …, "ratio": …, "peak_rss_mb": …, "peak_rss_tree_mb": …,
+"rerun_s": …}`` (``peak_rss_tree_mb``: with the reader processes or Dask workers).
 """
 
 from __future__ import annotations
@@ -116,14 +117,70 @@ def _settings_env(home: Path, url: str) -> None:
     get_settings.cache_clear()
 
 
-def run_flow(runner: str) -> dict:
+def run_flow(runner: str) -> tuple[dict, object]:
+    """The nightly flow over the month: (its summary, its flow run id)."""
     from flows.nightly import nightly_ingest
     from flows.runners import task_runner
 
     flow = nightly_ingest
     if runner != "default":
         flow = nightly_ingest.with_options(task_runner=task_runner(kind=runner))
-    return flow(period=PERIOD)
+    state = flow(period=PERIOD, return_state=True)
+    return state.result(), state.state_details.flow_run_id
+
+
+def step_seconds(flow_run_id: object) -> dict[str, float]:
+    """Per task name, seconds from its first start to its last end (mapped tasks: the span)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    spans: dict[str, list] = {}
+    for r in runs:
+        if r.start_time and r.end_time:
+            name = r.task_key.split("-")[0] if r.task_key else r.name.rsplit("-", 1)[0]
+            lo, hi = spans.get(name, [r.start_time, r.end_time])
+            spans[name] = [min(lo, r.start_time), max(hi, r.end_time)]
+    ordered = sorted(spans.items(), key=lambda kv: kv[1][0])
+    return {name: round((hi - lo).total_seconds(), 1) for name, (lo, hi) in ordered}
+
+
+class TreeRss:
+    """Peak RSS of this process plus its children (reader processes, Dask workers), sampled every
+    0.1 s; Prefect's temporary server (a child too) is left out, as its start time is."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        import psutil
+
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "uvicorn" in " ".join(child.cmdline()):
+                    continue
+                total += child.memory_info().rss
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            with contextlib.suppress(Exception):
+                self.peak = max(self.peak, self._sample())
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def start_prefect() -> float:
@@ -245,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             profiler = cProfile.Profile()
             profiler.enable()
         t0 = time.perf_counter()
-        summary = run_flow(args.task_runner)
+        with TreeRss() as tree:
+            summary, run_id = run_flow(args.task_runner)
         wall = time.perf_counter() - t0
         if profiler:
             profiler.disable()
@@ -256,11 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = int(totals["rows_accepted"]) + int(totals["rows_rejected"])
         print(f"ingest ({args.task_runner} runner, {url.split(':')[0]}): {wall:.1f} s, "
               f"{rows / wall:,.0f} rows/s, totals {totals}", flush=True)
-        print(f"peak RSS {peak:,.0f} MB (this process, children not included; "
-              f"children now {children:,.0f} MB)", flush=True)
+        print(f"peak RSS {peak:,.0f} MB (this process); with its reader/Dask worker processes "
+              f"{tree.peak:,.0f} MB (sampled; children now {children:,.0f} MB incl. the Prefect server)", flush=True)
+        with contextlib.suppress(Exception):
+            print(f"steps (s, first start to last end): {step_seconds(run_id)}", flush=True)
 
         t0 = time.perf_counter()
-        again = run_flow(args.task_runner)
+        again, _ = run_flow(args.task_runner)
         rerun = time.perf_counter() - t0
         print(f"unchanged rerun: {rerun:.1f} s, totals {again['totals']}", flush=True)
 
@@ -292,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         "floor_s": round(floor, 2) if floor == floor else None,
         "ratio": round(wall / floor, 2) if floor == floor else None,
         "peak_rss_mb": round(peak),
+        "peak_rss_tree_mb": round(tree.peak),
         "rerun_s": round(rerun, 2),
     }
     print(json.dumps(result))

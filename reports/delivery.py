@@ -256,8 +256,10 @@ def receipt_messages(
     issues: pd.DataFrame,
     divisions: pd.DataFrame,
     list_limit: int = 200,
+    processes: int | None = 0,
 ) -> dict[str, tuple[str, str, str]]:
     """Per county that submitted in ``period``: (message key, subject, HTML). Only its own rows.
+    ``processes``: render in that many worker processes (None: one per CPU; 0: here).
 
     The display columns are computed once for the whole period and each county takes its slice
     (per-county pandas work cost about 20 ms a county: a minute for a national month)."""
@@ -306,25 +308,86 @@ def receipt_messages(
     label = periods.label_zh(period)
     generated = now_label()
     sids = subs["submission_id"].astype(str).to_numpy()
-    out = {}
+    keys = {}
     for code, (start, end) in table_at.items():
-        name = names.get(code, code)
+        ids = ",".join(sorted(sids[start:end]))
+        keys[code] = f"{period}/receipt/{code}/{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
+    codes = list(table_at)
+    # Chunks of counties, each a contiguous run of rows in the three frames (sorted by county):
+    # a worker process renders a whole chunk from its own slices (HTML rendering is CPU work).
+    n_chunks = max(1, min(8, len(codes) // RECEIPTS_PER_CHUNK))
+    jobs = []
+    for part in np.array_split(np.arange(len(codes)), n_chunks):
+        if not len(part):
+            continue
+        chunk = [codes[i] for i in part]
+
+        def rows(
+            frame: pd.DataFrame, at: dict[str, tuple[int, int]], chunk: list[str] = chunk
+        ) -> tuple[pd.DataFrame, dict]:
+            spans = [at[c] for c in chunk if c in at]
+            if not spans:
+                return frame.iloc[0:0], {}
+            lo = min(a for a, _ in spans)
+            hi = max(b for _, b in spans)
+            return frame.iloc[lo:hi], {c: (at[c][0] - lo, at[c][1] - lo) for c in chunk if c in at}
+
+        jobs.append(
+            _ReceiptJob(
+                label=label,
+                generated=generated,
+                list_limit=list_limit,
+                names={c: names.get(c, c) for c in chunk},
+                keys={c: keys[c] for c in chunk},
+                table=rows(table, table_at),
+                rejected=rows(rejected, rej_at),
+                warnings=rows(warnings, warn_at),
+            )
+        )
+    from tasks.readpool import map_in_processes
+
+    out: dict[str, tuple[str, str, str]] = {}
+    for rendered in map_in_processes(_render_receipts, jobs, processes if len(jobs) > 1 else 0):
+        out.update(rendered)
+    return out
+
+
+RECEIPTS_PER_CHUNK = 150
+
+
+@dataclass
+class _ReceiptJob:
+    label: str
+    generated: str
+    list_limit: int
+    names: dict[str, str]
+    keys: dict[str, str]
+    table: tuple[pd.DataFrame, dict[str, tuple[int, int]]]
+    rejected: tuple[pd.DataFrame, dict[str, tuple[int, int]]]
+    warnings: tuple[pd.DataFrame, dict[str, tuple[int, int]]]
+
+
+def _render_receipts(job: _ReceiptJob) -> dict[str, tuple[str, str, str]]:
+    """The receipts of one chunk of counties: {county: (key, subject, HTML)}."""
+    out = {}
+    table, table_at = job.table
+    rejected, rej_at = job.rejected
+    warnings, warn_at = job.warnings
+    for code, (start, end) in table_at.items():
+        name = job.names[code]
         r0, r1 = rej_at.get(code, (0, 0))
         w0, w1 = warn_at.get(code, (0, 0))
         ctx = ReceiptContext(
-            title=f"{name}全面改薄月报回执（{label}）",
+            title=f"{name}全面改薄月报回执（{job.label}）",
             county_name=name,
-            period_label=label,
-            generated_at=generated,
+            period_label=job.label,
+            generated_at=job.generated,
             submissions=Section("subs", "本期收到的文件", RECEIPT_SUB_COLUMNS, table.iloc[start:end]),
             rejected=Section("rejected", "被拒收的数据行", LETTER_ROW_COLUMNS, rejected.iloc[r0:r1]),
             warnings=Section("warnings", "需要说明的预警", LETTER_ROW_COLUMNS, warnings.iloc[w0:w1]),
-            list_limit=list_limit,
+            list_limit=job.list_limit,
         )
-        at = slice(start, end)
-        ids = ",".join(sorted(sids[at]))
-        key = f"{period}/receipt/{code}/{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
-        out[code] = (key, ctx.title, render("receipt.html", ctx))
+        out[code] = (job.keys[code], ctx.title, render("receipt.html", ctx))
     return out
 
 
@@ -365,7 +428,7 @@ def send_receipts(
     report = DeliveryReport()
     names = dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True))
     sent = sent_pairs(engine, period, "receipt")
-    messages = receipt_messages(period, subs, issues, divisions, th.html_list_limit)
+    messages = receipt_messages(period, subs, issues, divisions, th.html_list_limit, settings.read_processes)
     with engine.connect() as log_conn:
         for code, (key, subject, html) in messages.items():
             bureau = recipients.for_county(code, names.get(code, ""))

@@ -68,6 +68,10 @@ class Section:
 def _missing(v: Any) -> bool:
     if v is None:
         return True
+    if type(v) in (str, int, bool):  # the common cells: no pandas call (a receipt has thousands)
+        return False
+    if type(v) is float:
+        return v != v
     try:
         return bool(pd.isna(v))
     except (TypeError, ValueError):

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from tasks.read import ParsedReturn, read_return
 
@@ -116,6 +117,21 @@ def read_many(
             log.error("reading %s killed its reader process twice: refused as unreadable", item[1])
             out.append(_crashed(item))
     return out
+
+
+def map_in_processes(fn: Any, items: Sequence[Any], processes: int | None = None) -> list[Any]:
+    """``[fn(item) for item in items]`` in the same worker processes (other CPU work of a run,
+    such as rendering thousands of receipts), or here when processes may not be used. ``fn``
+    must be a module-level function; unlike reading, a failure is raised, not refused."""
+    n = default_processes() if processes is None else processes
+    if n <= 0 or _disabled or len(items) < 2 or multiprocessing.current_process().daemon:
+        return [fn(item) for item in items]
+    try:
+        return list(_get_pool(n).map(fn, items))
+    except BrokenProcessPool:
+        _reset_pool()
+        log.warning("worker processes died; doing %d items here", len(items))
+        return [fn(item) for item in items]
 
 
 def _ping() -> int:  # pragma: no cover - runs in the worker

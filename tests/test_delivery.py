@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import re
 import smtplib
 import socket
 import zipfile
@@ -401,3 +402,35 @@ def test_oversized_attachments_stay_on_disk_and_the_mail_says_so(
     names = {a.get_filename() for a in pack.iter_attachments()}
     assert result.files["html"].name not in names and result.files["xlsx"].name in names
     assert "过大未随邮件发送" in pack.get_body(("html",)).get_content()
+
+
+def test_receipts_rendered_in_worker_processes_are_the_same_receipts(wh_fresh_log, monkeypatch) -> None:
+    """At national scale receipts are rendered by chunks of counties in the worker processes:
+    chunked and parallel rendering gives exactly the in-process receipts, each county's own."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    import reports.delivery as delivery
+
+    wh, inputs, _, _ = wh_fresh_log
+    with wh.engine.connect() as conn:
+        subs = pd.read_sql(sa.text("SELECT * FROM submission WHERE period = :p"), conn, params={"p": P})
+        issues = pd.read_sql(sa.text("SELECT * FROM dq_issue WHERE period = :p"), conn, params={"p": P})
+    here = delivery.receipt_messages(P, subs, issues, inputs.divisions, processes=0)
+    monkeypatch.setattr(delivery, "RECEIPTS_PER_CHUNK", 2)  # several chunks even for a few counties
+    pooled = delivery.receipt_messages(P, subs, issues, inputs.divisions, processes=2)
+    from tasks import readpool
+
+    assert readpool._pool is not None and not readpool._disabled  # the workers did the rendering
+    assert len(here) == 5
+
+    def strip_time(html: str) -> str:  # the generated-at minute may tick between the two calls
+        return re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "T", html)
+
+    assert {c: (k, s, strip_time(h)) for c, (k, s, h) in pooled.items()} == {
+        c: (k, s, strip_time(h)) for c, (k, s, h) in here.items()
+    }
+    for code, (_, _, html) in pooled.items():
+        for other in here:
+            if other != code:
+                assert other not in html
