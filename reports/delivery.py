@@ -22,7 +22,14 @@ from gaibao.contract import KIND_NAME_ZH
 from gaibao.settings import Settings
 from reports import periods
 from reports.config import Recipient, Recipients, load_recipients, load_thresholds
-from reports.mail import Attachment, MailSender, build_html_message, build_message, sender_from_settings
+from reports.mail import (
+    Attachment,
+    MailSender,
+    build_html_message,
+    build_message,
+    message_bytes,
+    sender_from_settings,
+)
 from reports.pack import (
     CHART_CID,
     LETTER_ROW_COLUMNS,
@@ -101,6 +108,7 @@ def _deliver(
     sent: set[tuple[str, str]] | None = None,
     subject: str | None = None,
     log_conn: sa.Connection | None = None,
+    prebuilt: tuple[str, dict[str, bytes]] | None = None,
 ) -> None:
     """Send one message to each address of ``recipient`` not yet logged under ``key``
     (``sent``: the pairs already logged, when the caller fetched them in one query;
@@ -115,9 +123,13 @@ def _deliver(
     if not todo:
         return
     for email in todo:
-        msg = build(email)
+        raw = prebuilt[1].get(email) if prebuilt is not None else None
+        msg = build(email) if raw is None else None
         try:
-            location = sender.send(msg, [email], key)
+            if raw is not None:  # built in a worker process (receipts): (from, {address: bytes})
+                location = sender.send_raw(raw, prebuilt[0], [email], key)
+            else:
+                location = sender.send(msg, [email], key)
         except Exception as exc:  # noqa: BLE001 - one failed recipient must not stop the others
             log.error("sending %s to %s failed: %s", key, email, exc)
             report.failed.append(
@@ -131,7 +143,7 @@ def _deliver(
             period=period,
             kind=kind,
             county_code=county_code,
-            subject=subject or str(msg["Subject"]),
+            subject=subject or str(msg["Subject"] if msg is not None else ""),
             transport=sender.transport,
             location=location,
             resent=resend,
@@ -259,7 +271,26 @@ def receipt_messages(
     processes: int | None = 0,
 ) -> dict[str, tuple[str, str, str]]:
     """Per county that submitted in ``period``: (message key, subject, HTML). Only its own rows.
-    ``processes``: render in that many worker processes (None: one per CPU; 0: here).
+    ``processes``: render in that many worker processes (None: one per CPU; 0: here)."""
+    return {
+        code: (key, subject, html)
+        for code, (key, subject, html, _) in _receipts(
+            period, submissions, issues, divisions, list_limit, processes
+        ).items()
+    }
+
+
+def _receipts(
+    period: str,
+    submissions: pd.DataFrame,
+    issues: pd.DataFrame,
+    divisions: pd.DataFrame,
+    list_limit: int = 200,
+    processes: int | None = 0,
+    mail: tuple[str, dict[str, list[str]], bool] | None = None,
+) -> dict[str, tuple[str, str, str, dict[str, bytes]]]:
+    """:func:`receipt_messages` plus, with ``mail`` = (from, {county: addresses}, outbox), each
+    county's messages as wire bytes per address, built in the same worker processes.
 
     The display columns are computed once for the whole period and each county takes its slice
     (per-county pandas work cost about 20 ms a county: a minute for a national month)."""
@@ -273,7 +304,9 @@ def receipt_messages(
     )
     subs = subs.assign(county_code=subs["county_code"].astype(str))
     if "received_at" in subs:
-        received = pd.to_datetime(subs["received_at"], utc=True, errors="coerce").dt.tz_convert("Asia/Shanghai")
+        received = pd.to_datetime(subs["received_at"], utc=True, errors="coerce").dt.tz_convert(
+            "Asia/Shanghai"
+        )
         subs = subs.assign(_received=received).sort_values(["county_code", "_received"], kind="stable")
         received_text = subs["_received"].dt.strftime("%Y-%m-%d %H:%M").astype(object)
         received_text = received_text.where(subs["_received"].notna(), "—").to_numpy()
@@ -334,6 +367,7 @@ def receipt_messages(
 
         jobs.append(
             _ReceiptJob(
+                mail=(mail[0], {c: mail[1].get(c, []) for c in chunk}, mail[2]) if mail else None,
                 label=label,
                 generated=generated,
                 list_limit=list_limit,
@@ -346,7 +380,7 @@ def receipt_messages(
         )
     from tasks.readpool import map_in_processes
 
-    out: dict[str, tuple[str, str, str]] = {}
+    out: dict[str, tuple[str, str, str, dict[str, bytes]]] = {}
     for rendered in map_in_processes(_render_receipts, jobs, processes if len(jobs) > 1 else 0):
         out.update(rendered)
     return out
@@ -357,6 +391,7 @@ RECEIPTS_PER_CHUNK = 150
 
 @dataclass
 class _ReceiptJob:
+    mail: tuple[str, dict[str, list[str]], bool] | None  # (from, {county: addresses}, outbox)
     label: str
     generated: str
     list_limit: int
@@ -367,8 +402,10 @@ class _ReceiptJob:
     warnings: tuple[pd.DataFrame, dict[str, tuple[int, int]]]
 
 
-def _render_receipts(job: _ReceiptJob) -> dict[str, tuple[str, str, str]]:
-    """The receipts of one chunk of counties: {county: (key, subject, HTML)}."""
+def _render_receipts(job: _ReceiptJob) -> dict[str, tuple[str, str, str, dict[str, bytes]]]:
+    """The receipts of one chunk of counties: {county: (key, subject, HTML, {address: bytes})}.
+    Building the MIME message and its bytes costs more than the HTML: both are done here, in the
+    worker, when the job names the addresses."""
     out = {}
     table, table_at = job.table
     rejected, rej_at = job.rejected
@@ -387,7 +424,16 @@ def _render_receipts(job: _ReceiptJob) -> dict[str, tuple[str, str, str]]:
             warnings=Section("warnings", "需要说明的预警", LETTER_ROW_COLUMNS, warnings.iloc[w0:w1]),
             list_limit=job.list_limit,
         )
-        out[code] = (job.keys[code], ctx.title, render("receipt.html", ctx))
+        html = render("receipt.html", ctx)
+        raws: dict[str, bytes] = {}
+        if job.mail is not None:
+            mail_from, addresses, outbox = job.mail
+            for address in addresses.get(code, []):
+                msg = build_html_message(mail_from, [address], ctx.title, html)
+                if outbox:
+                    msg["X-Gaibao-Recipients"] = address
+                raws[address] = message_bytes(msg)
+        out[code] = (job.keys[code], ctx.title, html, raws)
     return out
 
 
@@ -428,10 +474,24 @@ def send_receipts(
     report = DeliveryReport()
     names = dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True))
     sent = sent_pairs(engine, period, "receipt")
-    messages = receipt_messages(period, subs, issues, divisions, th.html_list_limit, settings.read_processes)
+    bureaus = {
+        code: recipients.for_county(code, names.get(code, ""))
+        for code in sorted(set(subs["county_code"].astype(str)))
+    }
+    prebuild = hasattr(sender, "send_raw")
+    mail = (
+        (
+            settings.mail_from,
+            {c: list(b.emails) for c, b in bureaus.items() if b is not None},
+            sender.transport == "outbox",
+        )
+        if prebuild
+        else None
+    )
+    messages = _receipts(period, subs, issues, divisions, th.html_list_limit, settings.read_processes, mail)
     with engine.connect() as log_conn:
-        for code, (key, subject, html) in messages.items():
-            bureau = recipients.for_county(code, names.get(code, ""))
+        for code, (key, subject, html, raws) in messages.items():
+            bureau = bureaus.get(code)
             if bureau is None:
                 report.skipped.append(
                     {"kind": "receipt", "county_code": code, "recipient": None, "key": "no recipient"}
@@ -453,6 +513,7 @@ def send_receipts(
                 sent=sent,
                 subject=subject,
                 log_conn=log_conn,
+                prebuilt=(settings.mail_from, raws) if raws else None,
             )
     log.info("receipts %s: %s", period, report.summary())
     return report

@@ -230,8 +230,10 @@ class SmtpSender:
                 client.close()
 
     def send(self, msg: EmailMessage, recipients: list[str], key: str) -> str:
-        raw = message_bytes(msg)
-        sender = str(msg["From"])
+        return self.send_raw(message_bytes(msg), str(msg["From"]), recipients, key)
+
+    def send_raw(self, raw: bytes, sender: str, recipients: list[str], key: str) -> str:
+        """Send a message already in wire form (built in a worker process)."""
         retrying = retry(
             retry=retry_if_exception(_transient),
             stop=stop_after_attempt(self.attempts),
@@ -254,15 +256,19 @@ class OutboxSender:
         self.outbox_dir = Path(outbox_dir)
 
     def send(self, msg: EmailMessage, recipients: list[str], key: str) -> str:
+        if "X-Gaibao-Recipients" not in msg:
+            msg["X-Gaibao-Recipients"] = ", ".join(recipients)
+        return self.send_raw(message_bytes(msg), str(msg["From"]), recipients, key)
+
+    def send_raw(self, raw: bytes, sender: str, recipients: list[str], key: str) -> str:
+        """Write a message already in wire form (it carries its ``X-Gaibao-Recipients``)."""
         # the file name comes from our own key (period, kind, county code), never from county text
         parts = [re.sub(r"[^0-9A-Za-z_-]", "_", p)[:60] for p in key.split("/") if p]
         folder = self.outbox_dir.joinpath(*parts[:-1]) if len(parts) > 1 else self.outbox_dir
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(",".join(sorted(recipients)).encode()).hexdigest()[:10]
         path = folder / f"{parts[-1] if parts else 'message'}-{digest}.eml"
-        if "X-Gaibao-Recipients" not in msg:
-            msg["X-Gaibao-Recipients"] = ", ".join(recipients)
-        path.write_bytes(message_bytes(msg))
+        path.write_bytes(raw)
         return str(path)
 
 
