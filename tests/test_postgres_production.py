@@ -558,7 +558,7 @@ def test_demo_nightly_on_postgres_gives_the_sqlite_figures(
 
     _reset_schema(pg_server_url)
     period = "2018-12"
-    marts, summaries, tables = {}, {}, {}
+    marts, summaries, tables, receipts = {}, {}, {}, {}
     for backend in ("sqlite", "postgresql"):
         home = tmp_path / backend
         shutil.copytree(demo_base, home)
@@ -578,10 +578,19 @@ def test_demo_nightly_on_postgres_gives_the_sqlite_figures(
             tables[backend, name] = frame.sort_values(list(frame.columns)[:4]).reset_index(drop=True)
         subs = w.submissions()[["submission_id", "kind", "county_code", "status", "sha256", "rows_accepted"]]
         tables[backend, "submission"] = subs.sort_values("submission_id").reset_index(drop=True)
+        # Each county's receipt went to the outbox and into the delivery log (on PostgreSQL with
+        # relaxed commits on the log's own connection, reset before it goes back to the pool).
+        log_rows = w.query("SELECT county_code FROM delivery_log WHERE kind = 'receipt'")
+        receipts[backend] = sorted(log_rows["county_code"])
+        assert len(list((home / "outbox").rglob("*.eml"))) >= 15
+        if backend == "postgresql":
+            with w.engine.connect() as conn:
+                assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
         w.close()
     get_settings.cache_clear()
 
     assert summaries["postgresql"]["totals"] == summaries["sqlite"]["totals"]
+    assert receipts["postgresql"] == receipts["sqlite"] and len(receipts["postgresql"]) == 15
     # 2018-12 of the demo carries no fault: 15 counties × (progress + funding), all accepted.
     assert summaries["postgresql"]["totals"] == {
         "files_seen": 30, "accepted": 30, "refused": 0, "duplicates": 0, "rows_accepted": 1440, "rows_rejected": 0,
