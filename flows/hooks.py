@@ -108,6 +108,33 @@ def interrupted_task_runs(flow_run_id: Any, wait_s: float = 3.0) -> list[tuple[s
     return _task_and_run_names(sorted(runs, key=lambda r: r.start_time or r.expected_start_time or r.created))
 
 
+def _notice(
+    flow: Any,
+    flow_run: Any,
+    state: Any,
+    exc: BaseException | None,
+    parameters: dict[str, Any],
+    step: str | None,
+    task_run_name: str | None,
+    crashed: bool = False,
+) -> FailureNotice:
+    """The notice of a failed (or crashed) run, from what the hook found out."""
+    error, details = error_text(exc, fallback=state.message or "")
+    return FailureNotice(
+        flow_name=flow.name,
+        flow_run_name=flow_run.name,
+        flow_run_id=str(flow_run.id),
+        parameters=parameters,
+        step=step,
+        task_run_name=task_run_name,
+        county=county_from_exception(exc) or describe_counties(parameters),
+        error=error,
+        details=details,
+        state_message=state.message or "",
+        crashed=crashed,
+    )
+
+
 def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """Prefect ``on_failure`` hook: mail the data engineers the failing step, county and error."""
     logger = _hook_logger(flow, flow_run)
@@ -127,19 +154,7 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
             step, task_run_name = failed[-1]
         elif matching:
             task_run_name = matching[-1]
-    error, details = error_text(exc, fallback=state.message or "")
-    notice = FailureNotice(
-        flow_name=flow.name,
-        flow_run_name=flow_run.name,
-        flow_run_id=str(flow_run.id),
-        parameters=parameters,
-        step=step,
-        task_run_name=task_run_name,
-        county=county_from_exception(exc) or describe_counties(parameters),
-        error=error,
-        details=details,
-        state_message=state.message or "",
-    )
+    notice = _notice(flow, flow_run, state, exc, parameters, step, task_run_name)
     where = send_failure_notice(notice, settings)
     if where:
         logger.warning("failure notice sent to the data engineers: %s", where)
@@ -180,20 +195,7 @@ def notify_crash(flow: Any, flow_run: Any, state: Any) -> None:
             step, task_run_name = _describe_steps(cut_short)
         elif matching:
             task_run_name = _describe_steps(matching)[1]
-    error, details = error_text(exc, fallback=state.message or "")
-    notice = FailureNotice(
-        flow_name=flow.name,
-        flow_run_name=flow_run.name,
-        flow_run_id=str(flow_run.id),
-        parameters=parameters,
-        step=step,
-        task_run_name=task_run_name,
-        county=county_from_exception(exc) or describe_counties(parameters),
-        error=error,
-        details=details,
-        state_message=state.message or "",
-        crashed=True,
-    )
+    notice = _notice(flow, flow_run, state, exc, parameters, step, task_run_name, crashed=True)
     where = send_failure_notice(notice, settings)
     if where:
         logger.warning("crash notice sent to the data engineers: %s", where)
