@@ -152,7 +152,6 @@ def fetch_and_read(
     ``known`` holds (county_code, sha256) pairs already judged under the current rules: such
     payloads are archived (a no-op, content-addressed) but not read again.
     """
-    from tasks.readpool import read_many
     from tasks.sources import fetch_all, load_source_config
     from warehouse.archive import Archive
 
@@ -174,12 +173,17 @@ def fetch_and_read(
         item = Fetched(rec, sha, None)
         fetched.append(item)
         fresh.append(item)
-    parsed = read_many(
-        [(f.received.content, f.received.file_name, f.received.kind) for f in fresh], settings.read_processes
-    )
-    for item, result in zip(fresh, parsed, strict=True):
-        item.parsed = result
+    _parse(fresh, settings)
     return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties))
+
+
+def _parse(fetched: list[Fetched], settings: Settings) -> None:
+    """Read every payload of ``fetched`` (in the reader processes) into its ``parsed``."""
+    from tasks.readpool import read_many
+
+    items = [(f.received.content, f.received.file_name, f.received.kind) for f in fetched]
+    for item, result in zip(fetched, read_many(items, settings.read_processes), strict=True):
+        item.parsed = result
 
 
 def seed_divisions(warehouse) -> None:
@@ -259,7 +263,6 @@ class Gathered:
 
 def _reread_archived(settings: Settings, archived: list[dict[str, object]], period: str) -> list[Fetched]:
     """Rebuild received payloads from the archive (backfill --force re-judges them with today's rules)."""
-    from tasks.readpool import read_many
     from tasks.sources import Received
     from warehouse.archive import Archive
 
@@ -280,11 +283,7 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
             received_at=received_at.to_pydatetime(),
         )
         out.append(Fetched(rec, str(row["sha256"]), None))
-    parsed = read_many(
-        [(f.received.content, f.received.file_name, f.received.kind) for f in out], settings.read_processes
-    )
-    for item, result in zip(out, parsed, strict=True):
-        item.parsed = result
+    _parse(out, settings)
     return out
 
 

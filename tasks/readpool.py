@@ -84,13 +84,22 @@ def _shutdown() -> None:
     _reset_pool()
 
 
+def _usable(processes: int | None, n_items: int, minimum: int) -> int:
+    """How many worker processes to use for ``n_items`` (0: work in this process: none asked,
+    the pool cannot start here, too few items, or a daemon process such as a Dask worker)."""
+    n = default_processes() if processes is None else processes
+    if n <= 0 or _disabled or n_items < minimum or multiprocessing.current_process().daemon:
+        return 0
+    return n
+
+
 def read_many(
     items: Sequence[tuple[bytes, str, str | None]], processes: int | None = None
 ) -> list[ParsedReturn]:
     """``read_return`` over ``(content, file_name, kind)`` items, in order, in worker processes
     when there are enough files and processes may be used here."""
-    n = default_processes() if processes is None else processes
-    if n <= 0 or _disabled or len(items) < MIN_FILES_FOR_POOL or multiprocessing.current_process().daemon:
+    n = _usable(processes, len(items), MIN_FILES_FOR_POOL)
+    if not n:
         return [_read_one(item) for item in items]
     # Chunks of files per round trip: fewer, larger messages, but enough of them to keep every
     # worker busy while other chunks are fetched.
@@ -123,8 +132,8 @@ def map_in_processes(fn: Any, items: Sequence[Any], processes: int | None = None
     """``[fn(item) for item in items]`` in the same worker processes (other CPU work of a run,
     such as rendering thousands of receipts), or here when processes may not be used. ``fn``
     must be a module-level function; unlike reading, a failure is raised, not refused."""
-    n = default_processes() if processes is None else processes
-    if n <= 0 or _disabled or len(items) < 2 or multiprocessing.current_process().daemon:
+    n = _usable(processes, len(items), 2)
+    if not n:
         return [fn(item) for item in items]
     try:
         return list(_get_pool(n).map(fn, items))

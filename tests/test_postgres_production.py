@@ -257,29 +257,40 @@ def test_load_killed_mid_copy_leaves_warehouse_unchanged(
     reopened.close()
 
 
+def _in_threads(n: int, work: Callable[[Warehouse], None], url: str, home: Path) -> list[BaseException]:
+    """Run ``work`` in ``n`` threads at once, each on its own Warehouse; the errors they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def one() -> None:
+        w = Warehouse(url, home)
+        try:
+            barrier.wait()
+            work(w)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted by the caller
+            errors.append(exc)
+        finally:
+            w.close()
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 @ON_POSTGRES
 def test_concurrent_mart_rebuilds_do_not_collide(wh: Warehouse) -> None:
     """Two runs finishing together both rebuild the marts: serialised, not duplicate-key errors."""
     at = datetime(2017, 7, 3, tzinfo=UTC)
     items = [(_submission(c, p, c + p, at), 20) for c in ("340102", "340103", "340104") for p in ("2017-05", "2017-06")]  # fmt: skip
     wh.load_batch(*_batch(items), kind="progress")
-    errors: list[BaseException] = []
+    def rebuild(w: Warehouse) -> None:
+        for _ in range(5):
+            w.rebuild_marts()
 
-    def rebuild() -> None:
-        w = Warehouse(wh.url, wh.home)
-        try:
-            for _ in range(5):
-                w.rebuild_marts()
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            w.close()
-
-    threads = [threading.Thread(target=rebuild) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = _in_threads(2, rebuild, wh.url, wh.home)
     assert errors == []
     mart = wh.read_table("mart_county_progress")
     assert len(mart) == len(mart[["period", "county_code"]].drop_duplicates()) >= 6
@@ -299,26 +310,12 @@ def test_first_runs_seeding_an_empty_warehouse_at_once_do_not_collide(warehouse_
     plan = pd.DataFrame(
         {"county_code": ["340102", "340103"], "plan_area_m2": [1000.0, 2000.0], "plan_equipment_wan": [10.0, 20.0]}
     )
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
+    def run(w: Warehouse) -> None:
+        for _ in range(5):
+            seed_divisions(w)
+            w.load_plan(plan)
 
-    def run() -> None:
-        w = Warehouse(warehouse_url, gaibao_home)
-        try:
-            barrier.wait()
-            for _ in range(5):
-                seed_divisions(w)
-                w.load_plan(plan)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            w.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = _in_threads(4, run, warehouse_url, gaibao_home)
     assert errors == []
     w = Warehouse(warehouse_url, gaibao_home)
     try:
