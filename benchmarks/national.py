@@ -18,8 +18,9 @@
 4. An unchanged rerun of the flow over the same home (every file is already known).
 
 Peak RSS is ``ru_maxrss`` of this process (``RUSAGE_SELF``) read right after the ingest, before the
-floor runs. ``peak_rss_tree_mb`` adds the reader processes (``tasks.readpool``) or Dask workers,
-sampled every 0.1 s during the ingest; Prefect's temporary server is left out of both.
+floor runs. ``peak_rss_tree_mb`` adds the reader processes (``tasks.readpool``) or Dask workers (their PSS:
+forked processes share pages), sampled every 0.1 s during the ingest; Prefect's temporary server is
+left out of both.
 
 The last line is one JSON object:
 ``{"rows": …, "files": …, "wall_s": …, "floor_s": …, "ratio": …, "peak_rss_mb": …, "peak_rss_tree_mb": …,
@@ -129,8 +130,8 @@ def run_flow(runner: str) -> tuple[dict, object]:
     return state.result(), state.state_details.flow_run_id
 
 
-def step_seconds(flow_run_id: object) -> dict[str, float]:
-    """Per task name, seconds from its first start to its last end (mapped tasks: the span)."""
+def step_spans(flow_run_id: object) -> dict[str, tuple[float, float]]:
+    """Per task name, (first start, last end) as epoch seconds (mapped tasks: the span), in order."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -143,36 +144,62 @@ def step_seconds(flow_run_id: object) -> dict[str, float]:
             lo, hi = spans.get(name, [r.start_time, r.end_time])
             spans[name] = [min(lo, r.start_time), max(hi, r.end_time)]
     ordered = sorted(spans.items(), key=lambda kv: kv[1][0])
-    return {name: round((hi - lo).total_seconds(), 1) for name, (lo, hi) in ordered}
+    return {name: (lo.timestamp(), hi.timestamp()) for name, (lo, hi) in ordered}
+
+
+def step_seconds(spans: dict[str, tuple[float, float]]) -> dict[str, float]:
+    return {name: round(hi - lo, 1) for name, (lo, hi) in spans.items()}
+
+
+def step_peaks(
+    spans: dict[str, tuple[float, float]], samples: list[tuple[float, float, float]]
+) -> dict[str, str]:
+    """Per step, the peak sampled RSS (MB) of this process / of the tree while the step ran."""
+    out = {}
+    for name, (lo, hi) in spans.items():
+        inside = [(me, tree) for t, me, tree in samples if lo <= t <= hi]
+        if inside:
+            out[name] = f"{max(m for m, _ in inside):,.0f}/{max(t for _, t in inside):,.0f}"
+    return out
 
 
 class TreeRss:
-    """Peak RSS of this process plus its children (reader processes, Dask workers), sampled every
-    0.1 s; Prefect's temporary server (a child too) is left out, as its start time is."""
+    """Peak memory of this process and its children (reader processes, Dask workers), sampled every
+    0.1 s. ``peak`` is this process's RSS plus its children's PSS: the reader processes are forked
+    from one server and share most of their pages with it, so summing their RSS would count those
+    pages several times (measured: 337 MB of RSS for 104 MB of memory of their own); PSS shares
+    each page out once. ``peak_rss_sum`` is the plain sum of RSS, for comparison. Prefect's
+    temporary server (a child too) is left out, as its start time is."""
 
     def __init__(self) -> None:
         import threading
 
         self.peak = 0.0
+        self.peak_rss_sum = 0.0
+        self.samples: list[tuple[float, float, float]] = []  # (epoch s, this process MB, tree MB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> float:
+    def _sample(self) -> None:
         import psutil
 
         me = psutil.Process()
-        total = me.memory_info().rss
+        own = me.memory_info().rss
+        tree = rss_sum = own
         for child in me.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 if "uvicorn" in " ".join(child.cmdline()):
                     continue
-                total += child.memory_info().rss
-        return total / 2**20
+                tree += child.memory_full_info().pss
+                rss_sum += child.memory_info().rss
+        self.samples.append((time.time(), own / 2**20, tree / 2**20))
+        self.peak = max(self.peak, tree / 2**20)
+        self.peak_rss_sum = max(self.peak_rss_sum, rss_sum / 2**20)
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             with contextlib.suppress(Exception):
-                self.peak = max(self.peak, self._sample())
+                self._sample()
 
     def __enter__(self) -> TreeRss:
         self._thread.start()
@@ -243,10 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the size (scale 0.1)")
     parser.add_argument("--scale", type=float, default=None)
-    parser.add_argument("--data", type=Path, default=None, help="the generated month (default benchmarks/out/national-<scale>)")
-    parser.add_argument("--work", type=Path, default=None, help="where the homes go (default a temp dir, removed)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the generated month (default benchmarks/out/national-<scale>)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="where the homes go (default a temp dir, removed)"
+    )
     parser.add_argument("--warehouse-url", default=None, help="SQLAlchemy URL of an empty warehouse database")
-    parser.add_argument("--postgres", action="store_true", help="create and drop a fresh database on 127.0.0.1:5432")
+    parser.add_argument(
+        "--postgres", action="store_true", help="create and drop a fresh database on 127.0.0.1:5432"
+    )
     parser.add_argument("--task-runner", default="default", choices=["default", "dask"])
     parser.add_argument("--no-floor", action="store_true", help="skip the I/O floor")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the ingest here")
@@ -268,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             import sqlalchemy as sa
 
             db = f"gaibao_bench_{name}_{uuid.uuid4().hex[:8]}"
-            eng = sa.create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://") + "/postgres",
-                                   isolation_level="AUTOCOMMIT")
+            eng = sa.create_engine(
+                PG_SERVER.replace("postgresql://", "postgresql+psycopg://") + "/postgres",
+                isolation_level="AUTOCOMMIT",
+            )
             with eng.connect() as conn:
                 conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
             eng.dispose()
@@ -285,15 +323,21 @@ def main(argv: list[str] | None = None) -> int:
         prepare_home(home, url, data)
         _settings_env(home, url)
         server_s = start_prefect()
-        print(f"month: {manifest['counties']} counties, {len(files)} files, {manifest['rows_total']:,} progress rows "
-              f"(data {data}); Prefect server start {server_s:.1f} s (not counted)", flush=True)
+        print(
+            f"month: {manifest['counties']} counties, {len(files)} files, {manifest['rows_total']:,} progress rows "
+            f"(data {data}); Prefect server start {server_s:.1f} s (not counted)",
+            flush=True,
+        )
         if args.task_runner == "dask" and not os.environ.get("GAIBAO_DASK_ADDRESS"):
             from flows.runners import ensure_local_cluster
 
             # In production the cluster runs already (GAIBAO_DASK_ADDRESS), like the Prefect server.
             cluster = ensure_local_cluster()
-            print(f"Dask LocalCluster {cluster.address} start {cluster.start_s:.1f} s (not counted; "
-                  "both runs below use it)", flush=True)
+            print(
+                f"Dask LocalCluster {cluster.address} start {cluster.start_s:.1f} s (not counted; "
+                "both runs below use it)",
+                flush=True,
+            )
 
         profiler = None
         if args.profile:
@@ -312,12 +356,24 @@ def main(argv: list[str] | None = None) -> int:
         children = _children_rss_mb()
         totals = summary["totals"]
         rows = int(totals["rows_accepted"]) + int(totals["rows_rejected"])
-        print(f"ingest ({args.task_runner} runner, {url.split(':')[0]}): {wall:.1f} s, "
-              f"{rows / wall:,.0f} rows/s, totals {totals}", flush=True)
-        print(f"peak RSS {peak:,.0f} MB (this process); with its reader/Dask worker processes "
-              f"{tree.peak:,.0f} MB (sampled; children now {children:,.0f} MB incl. the Prefect server)", flush=True)
+        print(
+            f"ingest ({args.task_runner} runner, {url.split(':')[0]}): {wall:.1f} s, "
+            f"{rows / wall:,.0f} rows/s, totals {totals}",
+            flush=True,
+        )
+        print(
+            f"peak RSS {peak:,.0f} MB (this process); with its reader/Dask worker processes "
+            f"{tree.peak:,.0f} MB (sampled: RSS + the children's PSS; their plain RSS sum "
+            f"{tree.peak_rss_sum:,.0f} MB; children now {children:,.0f} MB RSS incl. the Prefect server)",
+            flush=True,
+        )
         with contextlib.suppress(Exception):
-            print(f"steps (s, first start to last end): {step_seconds(run_id)}", flush=True)
+            spans = step_spans(run_id)
+            print(f"steps (s, first start to last end): {step_seconds(spans)}", flush=True)
+            print(
+                f"steps' peak memory (MB, this process RSS/tree): {step_peaks(spans, tree.samples)}",
+                flush=True,
+            )
 
         t0 = time.perf_counter()
         again, _ = run_flow(args.task_runner)
@@ -328,16 +384,21 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_floor:
             floor_url = fresh_url("floor")
             floor, floor_rows = io_floor(files, work / "floor", floor_url)
-            print(f"I/O floor (read + type + Parquet + SQL, no rules, no Prefect): {floor:.1f} s "
-                  f"for {floor_rows:,} rows; ratio {wall / floor:.2f}", flush=True)
+            print(
+                f"I/O floor (read + type + Parquet + SQL, no rules, no Prefect): {floor:.1f} s "
+                f"for {floor_rows:,} rows; ratio {wall / floor:.2f}",
+                flush=True,
+            )
     finally:
         if created_db:
             import sqlalchemy as sa
 
             from warehouse.store import Warehouse  # noqa: F401  (engines closed by the flow's end)
 
-            eng = sa.create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://") + "/postgres",
-                                   isolation_level="AUTOCOMMIT")
+            eng = sa.create_engine(
+                PG_SERVER.replace("postgresql://", "postgresql+psycopg://") + "/postgres",
+                isolation_level="AUTOCOMMIT",
+            )
             with eng.connect() as conn:
                 for db in created_db:
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

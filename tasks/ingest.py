@@ -124,12 +124,35 @@ def merge_counties(*groups: Iterable[str]) -> list[str]:
 
 @dataclass
 class Fetched:
-    """One received payload, archived and read (``parsed`` is None when it was a known duplicate)."""
+    """One received payload, archived and read (``parsed`` is None when it was a known duplicate).
 
-    received: object  # tasks.sources.Received
+    Its bytes are not kept: once archived (under ``sha256``) and read they are never needed again,
+    and a national month of them (about 200 MB) would otherwise ride along to the load (and, on
+    Dask, back over the network)."""
+
+    county_code: str
+    period: str
+    kind: str | None  # as the source named it (None: the reader detects it)
+    file_name: str
+    source: str
+    received_at: datetime
     sha256: str
-    parsed: object | None  # tasks.read.ParsedReturn
+    parsed: object | None = None  # tasks.read.ParsedReturn
     duplicate_of: str | None = None
+
+    @classmethod
+    def of(cls, received, sha256: str, *, duplicate_of: str | None = None) -> Fetched:
+        """From a ``tasks.sources.Received``, without its bytes."""
+        return cls(
+            county_code=received.county_code,
+            period=received.period,
+            kind=received.kind,
+            file_name=received.file_name,
+            source=received.source,
+            received_at=received.received_at,
+            sha256=sha256,
+            duplicate_of=duplicate_of,
+        )
 
 
 @dataclass
@@ -166,22 +189,27 @@ def fetch_and_read(
     for outcome in outcomes:
         if outcome.error is not None:
             unreachable[outcome.county_code] = str(getattr(outcome.error, "message_zh", outcome.error))
+    contents: list[bytes] = []
     for rec, sha in zip(received, shas, strict=True):
         if (rec.county_code, sha) in known:
-            fetched.append(Fetched(rec, sha, None, duplicate_of=sha))
+            fetched.append(Fetched.of(rec, sha, duplicate_of=sha))
             continue
-        item = Fetched(rec, sha, None)
+        item = Fetched.of(rec, sha)
         fetched.append(item)
         fresh.append(item)
-    _parse(fresh, settings)
+        contents.append(rec.content)
+    del received, outcomes  # the bytes are archived: let them go before reading
+    _parse(fresh, contents, settings)
     return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties))
 
 
-def _parse(fetched: list[Fetched], settings: Settings) -> None:
-    """Read every payload of ``fetched`` (in the reader processes) into its ``parsed``."""
+def _parse(fetched: list[Fetched], contents: list[bytes], settings: Settings) -> None:
+    """Read every payload (``contents[i]`` is ``fetched[i]``'s bytes; in the reader processes)
+    into its ``parsed``."""
     from tasks.readpool import read_many
 
-    items = [(f.received.content, f.received.file_name, f.received.kind) for f in fetched]
+    items = [(content, f.file_name, f.kind) for f, content in zip(fetched, contents, strict=True)]
+    contents.clear()  # ``items`` holds the only references now
     for item, result in zip(fetched, read_many(items, settings.read_processes), strict=True):
         item.parsed = result
 
@@ -268,6 +296,7 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
 
     archive = Archive.from_settings(settings)
     out: list[Fetched] = []
+    contents: list[bytes] = []
     for row in archived:
         content = archive.get(str(row["sha256"]))
         received_at = pd.Timestamp(row["received_at"])
@@ -282,8 +311,9 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
             source=str(row["source"]),
             received_at=received_at.to_pydatetime(),
         )
-        out.append(Fetched(rec, str(row["sha256"]), None))
-    _parse(out, settings)
+        out.append(Fetched.of(rec, str(row["sha256"])))
+        contents.append(content)
+    _parse(out, contents, settings)
     return out
 
 
@@ -298,25 +328,23 @@ def gather_period(
     duplicates = [f for f in fetched if f.parsed is None]
     fresh = [f for f in fetched if f.parsed is not None]
     if archived:
-        seen = {(f.received.county_code, f.sha256) for f in fresh}
+        seen = {(f.county_code, f.sha256) for f in fresh}
         fresh += [
-            f
-            for f in _reread_archived(settings, archived, period)
-            if (f.received.county_code, f.sha256) not in seen
+            f for f in _reread_archived(settings, archived, period) if (f.county_code, f.sha256) not in seen
         ]
-    fresh.sort(key=lambda f: (f.received.received_at, f.received.file_name))
+    fresh.sort(key=lambda f: (f.received_at, f.file_name))
     by_kind: dict[str, list] = {}
     for f in fresh:
-        kind = getattr(f.parsed, "kind", None) or f.received.kind or "progress"
+        kind = getattr(f.parsed, "kind", None) or f.kind or "progress"
         by_kind.setdefault(kind, []).append(
             Candidate(
                 kind=kind,
-                county_code=f.received.county_code,
+                county_code=f.county_code,
                 period=period,
-                file_name=f.received.file_name,
+                file_name=f.file_name,
                 sha256=f.sha256,
-                source=f.received.source,
-                received_at=f.received.received_at,
+                source=f.source,
+                received_at=f.received_at,
                 parsed=f.parsed,
             )
         )
@@ -354,6 +382,7 @@ def judge_period(
             due_day=settings.due_day,
             tz=settings.timezone,
             suite_findings=(suite_findings or {}).get(kind),
+            release_rows=True,  # each candidate is judged once: its rows need not stay twice in memory
         )
     return Judged(gathered.period, judgements, gathered.duplicates, gathered.unreachable)
 
@@ -412,7 +441,7 @@ def summarise_period(summary: RunSummary, plan: RunPlan, judged: Judged) -> None
     for county, reason in judged.unreachable.items():
         summary.county(county).unreachable = reason
     for dup in judged.duplicates:
-        o = summary.county(dup.received.county_code)
+        o = summary.county(dup.county_code)
         o.files_seen += 1
         o.duplicates += 1
         period_counts["files_seen"] += 1

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from gaibao import contract
+from gaibao.memory import release_free_memory
 from tasks.normalise import (
     FINDING_COLUMNS,
     ROW_NUMBER,
@@ -122,11 +123,14 @@ def judge_batch(
     tz: str = "Asia/Shanghai",
     suite_findings: pd.DataFrame | None = None,
     engine: str = "gx",
+    release_rows: bool = False,
 ) -> Judgement:
     """Judge every candidate file of one batch (one kind; one period unless ``plan``).
 
     ``suite_findings`` (from :func:`prevalidate`) spares the GX call when a larger batch holding
-    these files was validated earlier."""
+    these files was validated earlier. ``release_rows`` lets the batch drop each file's own rows
+    once it has copied them (:meth:`ParsedReturn.release_rows`): for callers that judge each
+    candidate once, as the ingest flows do; the candidates cannot be judged again."""
     version = rules_version()
     if not known_counties and kind != "plan":
         log.warning("no known counties given: every %s file will be refused as UNKNOWN_COUNTY", kind)
@@ -146,6 +150,10 @@ def judge_batch(
 
     readable = [(sid, c.parsed) for sid, c in ordered if sid not in refusals]
     raw, factors = concat_returns(kind, readable)
+    if release_rows:
+        for _, parsed in readable:
+            parsed.release_rows()  # ``raw`` holds every row now
+        release_free_memory()
     typed, type_findings = normalise_frame(kind, raw, factors)
 
     if kind != "plan":
@@ -160,6 +168,7 @@ def judge_batch(
     findings = validate_batch(
         kind, typed, previous, raw=raw, unit_factors=factors, suite_findings=suite_findings, engine=engine
     )
+    del raw  # judged: the written forms are in the findings now
     mismatch = _total_mismatch(kind, [(s, c) for s, c in ordered if s not in refusals], typed)
     findings = _concat([type_findings, findings, mismatch])
 
@@ -295,7 +304,9 @@ def judge_file(
     )
     if engine is None:
         engine = "gx" if "great_expectations" in sys.modules else "pandas"
-    return judge_batch(kind, [candidate], previous, set(known_counties), due_day=due_day, tz=tz, engine=engine)
+    return judge_batch(
+        kind, [candidate], previous, set(known_counties), due_day=due_day, tz=tz, engine=engine
+    )
 
 
 # --------------------------------------------------------------------------------------------

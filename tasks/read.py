@@ -102,7 +102,10 @@ class Grid:
         names = tuple(c for c in frame.columns if c != ROW_NUMBER)
         columns = tuple(
             pa.array(
-                [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[n].tolist()],
+                [
+                    None if v is None or (isinstance(v, float) and v != v) else str(v)
+                    for v in frame[n].tolist()
+                ],
                 type=pa.string(),
             )
             for n in names
@@ -134,6 +137,30 @@ class Grid:
 _EMPTY_GRID = Grid((), (), np.empty(0, dtype=np.int64))
 
 
+class _ReleasedGrid(Grid):
+    """Stands for rows a batch has taken over (:meth:`ParsedReturn.release_rows`): any read fails
+    loudly rather than finding an empty file."""
+
+    def _gone(self) -> RuntimeError:
+        return RuntimeError("this return's rows were released after its batch copied them")
+
+    def __len__(self) -> int:
+        raise self._gone()
+
+    def column(self, name: str) -> pa.Array | None:
+        raise self._gone()
+
+    @property
+    def values(self) -> np.ndarray:
+        raise self._gone()
+
+    def frame(self) -> pd.DataFrame:
+        raise self._gone()
+
+
+_RELEASED_GRID = _ReleasedGrid((), (), np.empty(0, dtype=np.int64))
+
+
 @dataclass
 class ParsedReturn:
     """One county file, read: canonical columns of strings, not yet typed or judged.
@@ -155,6 +182,7 @@ class ParsedReturn:
     encoding: str | None = None  # CSV only: utf-8, utf-8-sig, gb18030, utf-16
     sheet_name: str | None = None  # workbooks only
     header_row: int | None = None  # the clerk's row number of the header (JSON: None)
+    released_rows: int | None = None  # n_rows, once release_rows() dropped the grid
 
     @property
     def is_refused(self) -> bool:
@@ -170,7 +198,15 @@ class ParsedReturn:
 
     @property
     def n_rows(self) -> int:
-        return len(self.grid)
+        return self.released_rows if self.released_rows is not None else len(self.grid)
+
+    def release_rows(self) -> None:
+        """Drop the data rows once a batch holds its own copy of them (a national month's files
+        are about 400 MB of Arrow). ``n_rows``, the 合计 rows and the metadata stay; reading the
+        rows afterwards raises."""
+        if self.released_rows is None:
+            self.released_rows = len(self.grid)
+            self.grid = _RELEASED_GRID
 
     @classmethod
     def from_frames(

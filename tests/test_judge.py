@@ -306,3 +306,33 @@ def test_judge_file_against_the_previous_period(tmp_path: Path) -> None:
         path.read_bytes(), path.name, county_code="340321", period="2017-06", previous=previous
     )
     assert judgement.issues[["rule", "project_id"]].values.tolist() == [["DROPPED_PROJECT", "P-1"]]
+
+
+def test_release_rows_judges_the_same_and_frees_each_files_rows(tmp_path: Path) -> None:
+    """The ingest flows let a batch drop each file's own rows once copied: same judgement, and the
+    files' rows are gone (reading them raises) while their row counts and 合计 rows stay."""
+    total = {"school_name": "合计", "planned_area_m2": "2000", "completed_area_m2": "1,000"}
+    paths = {
+        "340321": write_csv(tmp_path / "340321.csv", rows_for("340321", 3), total=total),
+        "340326": write_csv(
+            tmp_path / "340326.csv",
+            [
+                *rows_for("340326", 2),
+                {**ROW, "county_code": "340326", "project_id": "BAD", "funds_local_wan": "-1"},
+            ],
+        ),
+    }
+    kept = judge_batch("progress", [candidate(p, c) for c, p in paths.items()], None, KNOWN)
+    released_cands = [candidate(p, c) for c, p in paths.items()]
+    released = judge_batch("progress", released_cands, None, KNOWN, release_rows=True)
+
+    pd.testing.assert_frame_equal(kept.facts, released.facts)
+    pd.testing.assert_frame_equal(kept.issues, released.issues)
+    cols = ["submission_id", "status", "rows_total", "rows_accepted", "rows_rejected"]
+    pd.testing.assert_frame_equal(kept.submissions[cols], released.submissions[cols])
+    assert set(released.issues["rule"]) >= {"TOTAL_MISMATCH"}
+    for cand, n in zip(released_cands, [3, 3], strict=True):
+        assert cand.parsed.n_rows == n
+        assert len(cand.parsed.total_grid) == (1 if cand.county_code == "340321" else 0)
+        with pytest.raises(RuntimeError, match="released"):
+            _ = cand.parsed.rows
