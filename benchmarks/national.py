@@ -151,6 +151,17 @@ def step_seconds(spans: dict[str, tuple[float, float]]) -> dict[str, float]:
     return {name: round(hi - lo, 1) for name, (lo, hi) in spans.items()}
 
 
+def step_cores(spans: dict[str, tuple[float, float]], cpu: list[tuple[float, float]]) -> dict[str, float]:
+    """Per step, the CPU cores the run kept busy on average (CPU seconds of the process tree over
+    wall seconds): 2.0 means both cores of this machine were working for it all along."""
+    out = {}
+    for name, (lo, hi) in spans.items():
+        inside = [(t, c) for t, c in cpu if lo <= t <= hi]
+        if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+            out[name] = round((inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]), 2)
+    return out
+
+
 def step_peaks(
     spans: dict[str, tuple[float, float]], samples: list[tuple[float, float, float]]
 ) -> dict[str, str]:
@@ -177,6 +188,8 @@ class TreeRss:
         self.peak = 0.0
         self.peak_rss_sum = 0.0
         self.samples: list[tuple[float, float, float]] = []  # (epoch s, this process MB, tree MB)
+        self.cpu: list[tuple[float, float]] = []  # (epoch s, CPU seconds of this process and its children)
+        self._child_cpu: dict[int, float] = {}  # last CPU seconds seen per child (they may exit)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -192,7 +205,12 @@ class TreeRss:
                     continue
                 tree += child.memory_full_info().pss
                 rss_sum += child.memory_info().rss
-        self.samples.append((time.time(), own / 2**20, tree / 2**20))
+                t = child.cpu_times()
+                self._child_cpu[child.pid] = t.user + t.system
+        now = time.time()
+        t = me.cpu_times()
+        self.cpu.append((now, t.user + t.system + sum(self._child_cpu.values())))
+        self.samples.append((now, own / 2**20, tree / 2**20))
         self.peak = max(self.peak, tree / 2**20)
         self.peak_rss_sum = max(self.peak_rss_sum, rss_sum / 2**20)
 
@@ -373,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"steps' peak memory (MB, this process RSS/tree): {step_peaks(spans, tree.samples)}",
                 flush=True,
+            )
+            print(
+                f"steps' busy cores (CPU s / wall s, process tree): {step_cores(spans, tree.cpu)}", flush=True
             )
 
         t0 = time.perf_counter()

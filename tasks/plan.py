@@ -21,11 +21,10 @@ class PlanOutcome:
 
 def load_plan_file(warehouse, path: Path, default_cycle: str | None = None) -> PlanOutcome:
     """Archive the plan file, check it with the plan suite, and replace the plan rows it covers."""
+    from tasks.ingest import seed_divisions
     from tasks.normalise import normalise_batch
     from tasks.read import read_return
     from tasks.validate import validate_batch
-
-    from tasks.ingest import seed_divisions
 
     seed_divisions(warehouse)
     content = Path(path).read_bytes()
