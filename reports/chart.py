@@ -13,13 +13,7 @@ import shutil
 import subprocess
 from functools import lru_cache
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +44,14 @@ def county_completion_png(table: pd.DataFrame, title_zh: str) -> bytes:
 
     ``table`` columns: county_code, county_name, area_completion_rate, equipment_completion_rate.
     """
+    # matplotlib is imported here, not with the module: the nightly receipts import the pack's
+    # helpers and never draw (importing pyplot costs about a second).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
     font_path = cjk_font_path()
     prop = None
     if font_path:
