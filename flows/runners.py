@@ -7,11 +7,18 @@ process (:func:`ensure_local_cluster`): started when the first flow run submits 
 by every later flow run of the process, closed at interpreter exit. Starting a cluster costs
 seconds (about 10 on two cores); a process running several flows pays it once.
 Validation and loading stay batched in the flow's own process whatever the runner.
+
+The local cluster's workers run without distributed's statistical profiler
+(:func:`local_worker_config`): on Python 3.11 before 3.11.9 the profiler's ``sys._current_frames()``
+can deadlock the worker process for good (CPython gh-106883), and the fetch step produces exactly
+the garbage that triggers it. Workers of a cluster at ``GAIBAO_DASK_ADDRESS`` need the same
+setting (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``) unless their Python is 3.11.9 or later.
 """
 
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import os
 import threading
@@ -98,6 +105,29 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def local_worker_config() -> dict[str, Any]:
+    """The Dask configuration the local cluster's workers start with: this process's, with the
+    worker profiler off.
+
+    Every 10 ms while a task runs, a worker's event loop samples the stacks of all its threads
+    with ``sys._current_frames()``. On CPython 3.11 before 3.11.9 (gh-106883) that call holds the
+    runtime's thread-list lock while it allocates; when the allocation starts a garbage collection
+    that frees a ``threading.local`` (tenacity's ``Retrying`` keeps one in a reference cycle, and
+    the fetch step makes one per county), ``local_clear`` takes the same lock again: the event loop
+    deadlocks on itself holding the GIL, the whole worker stops, and the scheduler restarts it only
+    when its heartbeat is older than ``worker-ttl`` (5 minutes, checked every 5 minutes): at
+    national scale a run stalled for 6 to 9 minutes (an unchanged rerun: 446 s instead of about
+    20). The profile only feeds the dashboard, which the local cluster does not serve.
+
+    The nanny lays this mapping over its own configuration one top-level key at a time (a shallow
+    merge), so the whole configuration goes in, deep-copied: restarted workers get the same.
+    """
+    import dask
+
+    config = copy.deepcopy(dask.config.config)
+    return dask.config.update(config, {"distributed": {"worker": {"profile": {"enabled": False}}}})
+
+
 def ensure_local_cluster() -> ClusterStart:
     """Start this process's Dask ``LocalCluster`` (2 worker processes) unless it runs; return its
     scheduler address and the seconds spent starting it now (0.0 when it was running).
@@ -123,6 +153,7 @@ def ensure_local_cluster() -> ClusterStart:
             processes=True,
             dashboard_address=None,
             env=env,
+            config=local_worker_config(),  # passed to each worker's nanny
         )
         _cluster_env = env
         start_s = time.perf_counter() - started

@@ -168,3 +168,54 @@ def test_flow_runs_in_one_process_share_one_local_cluster(
     got = _tables(home)
     for name, frame in default_result.items():
         pd.testing.assert_frame_equal(frame, got[name], check_dtype=False)
+
+
+# The local cluster's workers, checked from a fresh process: the profiler is off (CPython
+# gh-106883, see flows.runners.local_worker_config), the rest of the configuration is the flow
+# process's own, and a worker the nanny restarts (as the scheduler does after a missed
+# heartbeat) starts the same way.
+WORKER_CONFIG = textwrap.dedent(
+    """
+    import json
+    import dask
+    from distributed import Client
+    from flows.runners import close_local_cluster, ensure_local_cluster
+
+    def probe(dask_worker):
+        import dask
+        return {
+            "profiling": "profile" in dask_worker.periodic_callbacks,
+            "profile_enabled": dask.config.get("distributed.worker.profile.enabled"),
+            "memory_target": dask.config.get("distributed.worker.memory.target"),
+        }
+
+    if __name__ == "__main__":
+        address = ensure_local_cluster().address
+        with Client(address, set_as_default=False, timeout=60) as client:
+            started = list(client.run(probe).values())
+            client.restart()
+            restarted = list(client.run(probe).values())
+        close_local_cluster()
+        print("CONFIG " + json.dumps({
+            "started": started,
+            "restarted": restarted,
+            "flow_process": dask.config.get("distributed.worker.profile.enabled"),
+        }), flush=True)
+    """
+)
+
+
+def test_local_cluster_workers_run_without_the_profiler(tmp_path: Path) -> None:
+    script = tmp_path / "worker_config.py"
+    script.write_text(WORKER_CONFIG, encoding="utf-8")
+    env = _env(tmp_path / "home")
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # recorded for the workers, never called here
+    env["DASK_DISTRIBUTED__WORKER__MEMORY__TARGET"] = "0.55"  # a setting of the flow's process
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("CONFIG "))
+    got = json.loads(line.split(" ", 1)[1])
+    expected = {"profiling": False, "profile_enabled": False, "memory_target": 0.55}
+    assert got["started"] == [expected, expected]
+    assert got["restarted"] == [expected, expected]
+    assert got["flow_process"] is True  # only the workers' copy changes
