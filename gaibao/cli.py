@@ -176,7 +176,8 @@ def rules_impact_cmd(
     from warehouse.store import Warehouse
 
     settings = get_settings()
-    wh = Warehouse(str(settings.warehouse_url), settings.home, recover=False)  # read only: no journal repair
+    # read only: no journal repair; the settings choose the lake (previous_rows reads it)
+    wh = Warehouse(str(settings.warehouse_url), settings.home, recover=False, settings=settings)
     try:
         impact = rules_impact(wh, settings, rules_dir=rules, since=since)
         names = dict(wh.query("SELECT county_code, county_name FROM ref_division").itertuples(index=False, name=None))

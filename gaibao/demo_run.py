@@ -60,7 +60,7 @@ def run_demo(echo: Callable[[str], object] = print) -> int:
     url = make_url(settings.warehouse_url).render_as_string(hide_password=True)
     echo(f"warehouse: {url}")
     echo(f"archive:   {settings.archive_url or settings.archive_dir.resolve()}")
-    echo(f"lake:      {settings.lake_dir.resolve()}")
+    echo(f"lake:      {settings.lake_url or settings.lake_dir.resolve()}")
     echo(f"register:  gaibao status --period {DEMO_END}")
     echo(f"done in {time.perf_counter() - t0:.1f} s")
     return 0

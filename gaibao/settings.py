@@ -1,7 +1,8 @@
 """The one place that reads the environment.
 
 Every setting has the ``GAIBAO_`` prefix. Secrets are ``SecretStr`` and are unwrapped only in
-the adapter that needs them (the SMTP sender, an HTTP source, the archive's filesystem).
+the adapter that needs them (the SMTP sender, an HTTP source, the archive's and the lake's
+filesystems).
 Validation errors never echo the values given (``hide_input_in_errors``): a bad secret must not
 end up in a log.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +37,16 @@ class Settings(BaseSettings):
     archive_storage_options: SecretStr | None = Field(
         default=None,
         description="fsspec storage options of the archive, a JSON or YAML mapping (password, keys, "
+        "known_hosts, endpoint_url, ...): a secret, never in the repo",
+    )
+    lake_url: str | None = Field(
+        default=None,
+        description="the Parquet lake: a local folder or an fsspec URL (sftp://user@host:port/path, "
+        "s3://bucket/prefix, memory://name, file:///path); default $GAIBAO_HOME/lake",
+    )
+    lake_storage_options: SecretStr | None = Field(
+        default=None,
+        description="fsspec storage options of the lake, a JSON or YAML mapping (password, keys, "
         "known_hosts, endpoint_url, ...): a secret, never in the repo",
     )
     archive_verify_max_bytes: int | None = Field(
@@ -76,29 +87,31 @@ class Settings(BaseSettings):
     task_runner: Literal["default", "dask"] = "default"
     dask_address: str | None = None
 
-    @field_validator("archive_url")
+    @field_validator("archive_url", "lake_url")
     @classmethod
-    def _check_archive_url(cls, value: str | None) -> str | None:
+    def _check_location_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         value = (value or "").strip()
         if not value:
             return None
         if "://" in value:
+            name = f"GAIBAO_{info.field_name.upper()}"
             parts = urlsplit(value)
             _ = parts.port  # raises ValueError on a malformed port
             if parts.password is not None:
                 raise ValueError(
-                    "GAIBAO_ARCHIVE_URL must not carry a password: put it in GAIBAO_ARCHIVE_STORAGE_OPTIONS"
+                    f"{name} must not carry a password: put it in {name.removesuffix('_URL')}_STORAGE_OPTIONS"
                 )
             import fsspec
 
             if parts.scheme.lower() not in fsspec.available_protocols():
-                raise ValueError(f"GAIBAO_ARCHIVE_URL: {parts.scheme!r} is not an fsspec protocol")
+                raise ValueError(f"{name}: {parts.scheme!r} is not an fsspec protocol")
         return value
 
-    @field_validator("archive_storage_options")
+    @field_validator("archive_storage_options", "lake_storage_options")
     @classmethod
-    def _check_archive_storage_options(cls, value: SecretStr | None) -> SecretStr | None:
-        parse_storage_options(value)  # fail at start-up, not at the first archive write
+    def _check_storage_options(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # fail at start-up, not at the first write
+        parse_storage_options(value, setting=f"GAIBAO_{info.field_name.upper()}")
         return value
 
     @model_validator(mode="after")
@@ -126,6 +139,11 @@ class Settings(BaseSettings):
         return self.home / "lake"
 
     @property
+    def lake_location(self) -> str:
+        """Where the lake lives: ``GAIBAO_LAKE_URL``, else the local ``lake_dir``."""
+        return self.lake_url or str(self.lake_dir)
+
+    @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
@@ -134,11 +152,13 @@ class Settings(BaseSettings):
         return self.home / "outbox"
 
 
-def parse_storage_options(value: SecretStr | str | None) -> dict[str, Any]:
+def parse_storage_options(
+    value: SecretStr | str | None, *, setting: str = "GAIBAO_ARCHIVE_STORAGE_OPTIONS"
+) -> dict[str, Any]:
     """fsspec storage options from their JSON or YAML text (``{}`` when none are given).
 
-    Raises ``ValueError`` whose message says what is wrong and where, never the text itself
-    (it holds credentials).
+    Raises ``ValueError`` whose message names ``setting`` and says what is wrong and where, never
+    the text itself (it holds credentials).
     """
     if value is None:
         return {}
@@ -155,9 +175,9 @@ def parse_storage_options(value: SecretStr | str | None) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            raise ValueError(f"GAIBAO_ARCHIVE_STORAGE_OPTIONS is neither JSON nor YAML{where}") from None
+            raise ValueError(f"{setting} is neither JSON nor YAML{where}") from None
     if not isinstance(parsed, dict) or not all(isinstance(k, str) for k in parsed):
-        raise ValueError("GAIBAO_ARCHIVE_STORAGE_OPTIONS must be a mapping of option names to values")
+        raise ValueError(f"{setting} must be a mapping of option names to values")
     return parsed
 
 

@@ -332,8 +332,11 @@ def _ssh_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def open_filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
-    """The fsspec filesystem and path of ``url`` (``sftp://`` and ``ssh://`` through sshfs)."""
+def open_filesystem(
+    url: str, storage_options: Mapping[str, Any] | None = None, *, what: str = "archive"
+) -> tuple[Any, str]:
+    """The fsspec filesystem and path of ``url`` (``sftp://`` and ``ssh://`` through sshfs);
+    ``what`` names the user of the URL in errors (the archive, the lake)."""
     from fsspec.core import url_to_fs
 
     options = dict(storage_options or {})
@@ -344,7 +347,7 @@ def open_filesystem(url: str, storage_options: Mapping[str, Any] | None = None) 
         return url_to_fs(url, **options)
     except ImportError as exc:
         raise ImportError(
-            f"the archive URL {_display_url(url)} needs an fsspec backend that is not installed: {exc}"
+            f"the {what} URL {_display_url(url)} needs an fsspec backend that is not installed: {exc}"
         ) from exc
 
 

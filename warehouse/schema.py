@@ -256,5 +256,20 @@ warehouse_load = sa.Table(
     sa.Column("fact_rows", sa.Integer, nullable=False),
 )
 
+# One row per load into a remote lake (GAIBAO_LAKE_URL) that has not finished cleaning up: the
+# journal the next Warehouse open reads, on whichever machine it runs. ``partitions`` is a JSON
+# list of [period, county_code]: where the load may have written files or left superseded ones.
+# Written in its own transaction before the first file, deleted once the partitions are clean.
+lake_journal = sa.Table(
+    "lake_journal",
+    metadata,
+    sa.Column("load_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("partitions", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+)
+
 FACT_TABLES: dict[str, sa.Table] = {"progress": fact_progress, "funding": fact_funding}
 MART_TABLES = (mart_county_progress, mart_city_progress, mart_county_funding)

@@ -17,6 +17,31 @@ commit is compensated: the before-image and the trashed Parquet files (which hol
 deleted fact rows) are written back in one transaction and the files moved back. A process killed
 at any step is repaired when the next ``Warehouse`` opens: the marker row tells whether the SQL
 committed (then the load is finished) or not (then the files are moved back).
+
+Remote lake (``GAIBAO_LAKE_URL``, :class:`warehouse.lake.RemoteLake`): no rename to swap with, no
+flock, and the next open may run on another machine. The protocol:
+
+1. take the load's lease (:class:`_Lease`: a PostgreSQL session advisory lock, or an flock beside
+   the SQLite file) and commit its row in ``lake_journal``: the (period, county) partitions of
+   the batch;
+2. SQL transaction: lock the keys and decide who supersedes whom as above; a second thread writes
+   each winning submission's Parquet file straight to its final path
+   ``<kind>/period=P/county=C/<submission_id>.parquet`` (a temporary name and a rename, or one
+   PUT on an object store) while the SQL work runs; wait for the files; commit. The commit is the
+   only switch: before it the files are orphans no accepted submission owns, after it they are
+   the current ones;
+3. under the key locks again, delete the files of the submissions that were current before;
+   delete the journal row; give the lease up.
+
+The files are written under the key locks (not before the transaction opens) so that no other
+load of the same partition writes or cleans there at the same time. Any repair is one rule,
+applied under the key locks: in each partition of the journal row, delete every file but the
+accepted submission's (as SQL says). It removes a killed load's orphans (before its commit) and
+the files it superseded (after it) alike, so recovery needs no state beyond the partitions, and
+runs only for rows whose lease nobody holds. A failure after the commit, in process, is
+compensated as above: the before-image (kept in memory) and the superseded files' rows (still in
+place) are written back; a failure while deleting the superseded files leaves the load committed
+and the deletion to the next open.
 """
 
 from __future__ import annotations
@@ -28,6 +53,9 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,10 +76,11 @@ import sqlalchemy as sa
 from warehouse import lake as lakemod
 from warehouse import migrate
 from warehouse.archive import Archive
-from warehouse.lake import Lake, arrow_schema, frame_to_arrow
+from warehouse.lake import Lake, RemoteLake, arrow_schema, frame_to_arrow
 from warehouse.schema import (
     FACT_TABLES,
     dq_issue,
+    lake_journal,
     mart_dirty,
     metadata,
     ref_division,
@@ -73,6 +102,9 @@ FAIL_POINTS = (
     "before_sql_commit",
     "after_sql_commit",
 )
+# A remote lake has one more step: deleting the superseded files after the commit. A failure there
+# leaves the load committed (it is not undone) and its cleanup to the next Warehouse open.
+REMOTE_FAIL_POINTS = (*FAIL_POINTS, "during_lake_cleanup")
 
 CHUNK_ROWS = 50_000
 IN_CHUNK = 900  # bound parameters per IN (...) list
@@ -108,6 +140,22 @@ class LoadResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     stage_wait_s: float = 0.0  # how long the swap waited for the Parquet files after the SQL work
+
+
+@dataclass
+class _Plan:
+    """Who supersedes whom in one batch, decided under the key locks (``Warehouse._plan``)."""
+
+    subs: pd.DataFrame  # the batch, accepted ones that lost to a newer return now "superseded"
+    existing: pd.DataFrame  # the warehouse's submission rows of the batch's keys and ids
+    batch_ids: list[str]
+    batch_keys: set[tuple[str, str]]  # (county_code, period)
+    periods: list[str]
+    winners: dict[tuple[str, str], str]  # (county_code, period) -> the new current submission
+    winner_ids: set[str]
+    to_supersede: list[str]  # accepted submissions of earlier loads that lose their status
+    swap_keys: set[tuple[str, str]]  # partitions whose current file changes
+    touched: list[str]  # submission ids whose rows this load deletes or rewrites
 
 
 def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -371,15 +419,104 @@ class _Journal:
             self._lock_fd = None
 
 
+# The advisory-lock class of remote-lake leases (PostgreSQL's two-key form, a key space apart
+# from the one-key locks of _lock_key).
+_LEASE_CLASS = 0x67616B65 & 0x7FFFFFFF
+
+
+class _Lease:
+    """Held by a load into a remote lake from before its journal row is written until after it is
+    deleted: tells the next ``Warehouse`` open a live load (leave it alone) from a dead one
+    (repair it), as the flock on ``lake/_journal/<load_id>.lock`` does for a local lake.
+
+    PostgreSQL: a session advisory lock on a connection of its own, released by the server when
+    the process or its machine dies, so workers on several machines see each other's loads.
+    SQLite (one machine): an flock on a file beside the database.
+    """
+
+    def __init__(self, engine: sa.Engine, load_id: str) -> None:
+        self.engine = engine
+        self.load_id = load_id
+        digest = hashlib.sha256(load_id.encode()).digest()
+        self._key = int.from_bytes(digest[:4], "big", signed=True)
+        self._conn: sa.Connection | None = None
+        self._fd: int | None = None
+        self._path: Path | None = None
+
+    def _lock_file(self) -> Path:
+        db_file = _sqlite_file_of(self.engine)
+        if db_file is not None:
+            folder = db_file.with_name(f"{db_file.name}.lake-leases")
+        else:  # an in-memory database lives in this process only
+            import tempfile
+
+            tag = hashlib.sha256(self.engine.url.render_as_string().encode()).hexdigest()[:12]
+            folder = Path(tempfile.gettempdir()) / f"gaibao-lake-leases-{tag}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.load_id}.lock"
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        if self.engine.dialect.name == "postgresql":
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            fn = "pg_advisory_lock" if blocking else "pg_try_advisory_lock"
+            got = conn.execute(sa.text(f"SELECT {fn}(:c, :k)"), {"c": _LEASE_CLASS, "k": self._key}).scalar()
+            if blocking or got:
+                self._conn = conn
+                return True
+            conn.close()
+            return False
+        path = self._lock_file()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd, self._path = fd, path
+        return True
+
+    def release(self) -> None:
+        """Give the lease up (the load is finished, or left to the journal for recover())."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.execute(
+                    sa.text("SELECT pg_advisory_unlock(:c, :k)"), {"c": _LEASE_CLASS, "k": self._key}
+                )
+            except Exception:  # noqa: BLE001 - a broken connection: never pool it with the lock held
+                conn.invalidate()
+            conn.close()
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                assert self._path is not None
+                self._path.unlink()
+            os.close(self._fd)
+            self._fd = None
+
+
 class Warehouse:
     """Archive + lake + SQL. ``url`` is a SQLAlchemy URL, ``home`` holds ``archive/`` and ``lake/``."""
 
-    def __init__(self, url: str, home: Path | str, *, recover: bool = True, settings: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        home: Path | str,
+        *,
+        recover: bool = True,
+        settings: Any = None,
+        lake: Lake | RemoteLake | str | None = None,
+    ) -> None:
+        """``lake``: a lake, or its folder or fsspec URL; default ``GAIBAO_LAKE_URL`` when
+        ``settings`` set it, else the folder ``home/lake``."""
         self.url = url
         self.home = Path(home)
         self.engine = _make_engine(url)
         self._settings = settings
-        self.lake = Lake(self.home / "lake")
+        if lake is None and settings is not None and getattr(settings, "lake_url", None):
+            lake = lakemod.lake_from_settings(settings)
+        if isinstance(lake, str):
+            lake = lakemod.open_lake(lake)
+        self.lake: Lake | RemoteLake = lake if lake is not None else Lake(self.home / "lake")
         if recover:
             self.recover()
 
@@ -407,7 +544,14 @@ class Warehouse:
         """Create or migrate the tables (``alembic upgrade head``)."""
         migrate.upgrade(self.engine)
 
+    @property
+    def _local_lake(self) -> Lake:
+        lake = self.lake
+        assert isinstance(lake, Lake), "the local lake protocol on a remote lake"
+        return lake
+
     def close(self) -> None:
+        self.lake.close()
         self.engine.dispose()
 
     def __enter__(self) -> Warehouse:
@@ -541,16 +685,16 @@ class Warehouse:
             return schema.empty_table().to_pandas(date_as_object=False)
         latest = pd.DataFrame(rows, columns=["county_code", "period", "submission_id"])
         latest = latest.sort_values(["county_code", "period"]).drop_duplicates("county_code", keep="last")
-        paths: list[tuple[Path, str]] = []
-        missing: list[tuple[Path, str]] = []
-        for c, p, sid in latest.itertuples(index=False, name=None):
-            f = self.lake.file_path(kind, p, c, sid)
-            (paths if f.is_file() else missing).append((f, sid))
-        parts = [self.lake.read([f for f, _ in paths], schema)]
+        sid_of = {
+            self.lake.file_path(kind, p, c, sid): sid
+            for c, p, sid in latest.itertuples(index=False, name=None)
+        }
+        present, missing = self.lake.read_existing(list(sid_of), schema)  # type: ignore[arg-type]
+        parts = [present]
         if missing:  # lake out of step with SQL (should not happen): read those from SQL
             log.warning("previous_rows: %d lake files missing, reading SQL", len(missing))
             with self.engine.connect() as conn:
-                for chunk in _chunks([sid for _, sid in missing]):
+                for chunk in _chunks([sid_of[f] for f in missing]):
                     res = conn.execute(sa.select(table).where(table.c.submission_id.in_(chunk)))
                     frame = pd.DataFrame(res.all(), columns=list(res.keys()))
                     parts.append(frame_to_arrow(frame, table).select(schema.names))
@@ -615,6 +759,8 @@ class Warehouse:
         issue_data = self._prepare_issues(issues, subs, kind)
 
         load_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        if isinstance(self.lake, RemoteLake):
+            return self._load_remote(load_id, kind, subs, batch_winner, fact_data, issue_data, t0)
         journal = _Journal(self.lake.journal_root, load_id)
         journal.acquire()
         journal.write(kind=kind, state="staging", moves=[])
@@ -709,21 +855,10 @@ class Warehouse:
             frame["value"] = frame["value"].map(lambda v: None if _py(v) is None else str(v))
         return frame_to_arrow(frame, dq_issue)
 
-    def _load_sql(
-        self,
-        conn: sa.Connection,
-        load_id: str,
-        kind: str,
-        subs: pd.DataFrame,
-        batch_winner: pd.DataFrame,
-        fact_data: pa.Table,
-        issue_data: pa.Table,
-        staged: dict[str, Path],
-        journal: _Journal,
-        staging: Future | None = None,
-    ) -> LoadResult:
+    def _plan(self, conn: sa.Connection, kind: str, subs: pd.DataFrame, batch_winner: pd.DataFrame) -> _Plan:
+        """Who supersedes whom: read what the warehouse holds for the batch's keys and ids (under
+        the key locks) and decide the winners and the partitions whose current file changes."""
         s = submission
-        fact_table = FACT_TABLES[kind]
         batch_ids = subs["submission_id"].tolist()
         periods = sorted(set(subs["period"]))
         # What the warehouse holds now for these keys and ids (read under the key locks).
@@ -777,28 +912,25 @@ class Warehouse:
         swap_keys = set(winners) | set(
             zip(prev_accepted_batch["county_code"], prev_accepted_batch["period"], strict=True)
         )
-        moves: list[tuple[str, str]] = []
-        trash = self.lake.trash_dir(load_id)
-        for c, p in sorted(swap_keys):
-            for f in self.lake.partition_files(kind, p, c):
-                rel = self.lake.relative(f)  # trash is flat: one directory, fewer slow metadata operations
-                moves.append((rel, self.lake.relative(trash / rel.replace("/", "__"))))
-        for (c, p), sid in sorted(winners.items()):
-            if sid in staged:
-                moves.append(
-                    (
-                        self.lake.relative(staged[sid]),
-                        self.lake.relative(self.lake.file_path(kind, p, c, sid)),
-                    )
-                )
+        return _Plan(
+            subs=subs,
+            existing=existing,
+            batch_ids=batch_ids,
+            batch_keys=batch_keys,
+            periods=periods,
+            winners=winners,
+            winner_ids=winner_ids,
+            to_supersede=to_supersede,
+            swap_keys=swap_keys,
+            touched=sorted(set(batch_ids) | set(to_supersede)),
+        )
 
-        # Before-image of every row this load deletes or rewrites (the fact rows are the trashed files).
-        touched = sorted(set(batch_ids) | set(to_supersede))
-        journal.image_dir.mkdir(parents=True, exist_ok=True)
-        before_subs = existing[existing["submission_id"].isin(touched)]
-        pq.write_table(frame_to_arrow(before_subs, submission), journal.image_dir / "submission.parquet")
+    def _before_image(self, conn: sa.Connection, plan: _Plan) -> tuple[pa.Table, pa.Table]:
+        """The ``submission`` and ``dq_issue`` rows this load deletes or rewrites (the fact rows
+        are in the lake files it replaces)."""
+        before_subs = plan.existing[plan.existing["submission_id"].isin(plan.touched)]
         before_issue_parts = []
-        for chunk in _chunks(batch_ids):
+        for chunk in _chunks(plan.batch_ids):
             res = conn.execute(sa.select(dq_issue).where(dq_issue.c.submission_id.in_(chunk)))
             before_issue_parts.append(pd.DataFrame(res.all(), columns=list(res.keys())))
         before_issues = (
@@ -806,19 +938,22 @@ class Warehouse:
             if before_issue_parts
             else pd.DataFrame(columns=[c.name for c in dq_issue.columns])
         )
-        pq.write_table(frame_to_arrow(before_issues, dq_issue), journal.image_dir / "dq_issue.parquet")
-        journal.write(
-            state="prepared",
-            moves=moves,
-            deleted_fact_ids=sorted(set(to_supersede) | set(batch_ids)),
-            inserted_fact_ids=sorted(winner_ids),
-            touched_ids=touched,
-            batch_ids=sorted(batch_ids),
-            keys=sorted([kind, c, p] for c, p in batch_keys),
-        )
-        _maybe_fail("after_journal")
+        return frame_to_arrow(before_subs, submission), frame_to_arrow(before_issues, dq_issue)
 
-        # SQL changes.
+    def _apply_sql(
+        self,
+        conn: sa.Connection,
+        kind: str,
+        plan: _Plan,
+        fact_data: pa.Table,
+        issue_data: pa.Table,
+        submissions_with_facts: int,
+    ) -> tuple[int, int, datetime]:
+        """Delete, update and insert the batch's rows; mark the marts. Returns (fact rows, issues, now)."""
+        s = submission
+        fact_table = FACT_TABLES[kind]
+        batch_ids, to_supersede, winner_ids = plan.batch_ids, plan.to_supersede, plan.winner_ids
+        existing, subs = plan.existing, plan.subs
         for chunk in _chunks(sorted(set(to_supersede) | set(batch_ids))):
             conn.execute(fact_table.delete().where(fact_table.c.submission_id.in_(chunk)))
         for chunk in _chunks(batch_ids):
@@ -842,17 +977,81 @@ class Warehouse:
         if sub_records:
             conn.execute(s.insert(), sub_records)
         facts_in = fact_data
-        if fact_data.num_rows and len(winner_ids) < len(staged):  # some batch winners lost to newer returns
+        # some batch winners lost to newer returns
+        if fact_data.num_rows and len(winner_ids) < submissions_with_facts:
             mask = pc.is_in(fact_data["submission_id"], value_set=pa.array(sorted(winner_ids), pa.string()))
             facts_in = fact_data.filter(mask)
         n_facts = bulk_insert(conn, fact_table, facts_in)
         n_issues = bulk_insert(conn, dq_issue, issue_data)
+        _mark_marts(conn, min(plan.periods) if plan.periods else None)
+        return n_facts, n_issues, now
+
+    @staticmethod
+    def _result(
+        load_id: str, kind: str, plan: _Plan, n_facts: int, n_issues: int, stage_wait: float
+    ) -> LoadResult:
+        subs = plan.subs
+        return LoadResult(
+            load_id=load_id,
+            kind=kind,
+            accepted=sorted(plan.winner_ids),
+            superseded=sorted(
+                set(plan.to_supersede) | set(subs.loc[subs["status"] == "superseded", "submission_id"])
+            ),
+            refused=sorted(subs.loc[subs["status"] == "refused", "submission_id"]),
+            fact_rows=n_facts,
+            issues=n_issues,
+            stage_wait_s=stage_wait,
+        )
+
+    def _load_sql(
+        self,
+        conn: sa.Connection,
+        load_id: str,
+        kind: str,
+        subs: pd.DataFrame,
+        batch_winner: pd.DataFrame,
+        fact_data: pa.Table,
+        issue_data: pa.Table,
+        staged: dict[str, Path],
+        journal: _Journal,
+        staging: Future | None = None,
+    ) -> LoadResult:
+        """The local lake's load inside the SQL transaction: plan, journal, SQL, partition swap."""
+        lake = self._local_lake
+        plan = self._plan(conn, kind, subs, batch_winner)
+        moves: list[tuple[str, str]] = []
+        trash = lake.trash_dir(load_id)
+        for c, p in sorted(plan.swap_keys):
+            for f in lake.partition_files(kind, p, c):
+                rel = lake.relative(f)  # trash is flat: one directory, fewer slow metadata operations
+                moves.append((rel, lake.relative(trash / rel.replace("/", "__"))))
+        for (c, p), sid in sorted(plan.winners.items()):
+            if sid in staged:
+                moves.append((lake.relative(staged[sid]), lake.relative(lake.file_path(kind, p, c, sid))))
+
+        # Before-image of every row this load deletes or rewrites (the fact rows are the trashed files).
+        before_subs, before_issues = self._before_image(conn, plan)
+        journal.image_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(before_subs, journal.image_dir / "submission.parquet")
+        pq.write_table(before_issues, journal.image_dir / "dq_issue.parquet")
+        journal.write(
+            state="prepared",
+            moves=moves,
+            deleted_fact_ids=sorted(set(plan.to_supersede) | set(plan.batch_ids)),
+            inserted_fact_ids=sorted(plan.winner_ids),
+            touched_ids=plan.touched,
+            batch_ids=sorted(plan.batch_ids),
+            keys=sorted([kind, c, p] for c, p in plan.batch_keys),
+        )
+        _maybe_fail("after_journal")
+
+        n_facts, n_issues, now = self._apply_sql(conn, kind, plan, fact_data, issue_data, len(staged))
         conn.execute(
             warehouse_load.insert().values(
-                load_id=load_id, kind=kind, committed_at=now, submissions=len(subs), fact_rows=n_facts
+                load_id=load_id, kind=kind, committed_at=now, submissions=len(plan.subs), fact_rows=n_facts
             )
         )
-        _mark_marts(conn, min(periods) if periods else None)
 
         # The staged files must all be there before the swap.
         t_wait = time.perf_counter()
@@ -865,23 +1064,297 @@ class Warehouse:
 
         # Swap the lake partitions (inside the SQL transaction: a failure here rolls both back).
         for i, (src, dst) in enumerate(moves):
-            lakemod.move(self.lake.absolute(src), self.lake.absolute(dst))
+            lakemod.move(lake.absolute(src), lake.absolute(dst))
             if i == 0:
                 _maybe_fail("during_lake_swap")
         _maybe_fail("during_lake_swap")  # batches with fewer than one move
 
-        return LoadResult(
-            load_id=load_id,
-            kind=kind,
-            accepted=sorted(winner_ids),
-            superseded=sorted(
-                set(to_supersede) | set(subs.loc[subs["status"] == "superseded", "submission_id"])
-            ),
-            refused=sorted(subs.loc[subs["status"] == "refused", "submission_id"]),
-            fact_rows=n_facts,
-            issues=n_issues,
-            stage_wait_s=stage_wait,
+        return self._result(load_id, kind, plan, n_facts, n_issues, stage_wait)
+
+    # -- loading into a remote lake ---------------------------------------------------------
+    def _load_remote(
+        self,
+        load_id: str,
+        kind: str,
+        subs: pd.DataFrame,
+        batch_winner: pd.DataFrame,
+        fact_data: pa.Table,
+        issue_data: pa.Table,
+        t0: float,
+    ) -> LoadResult:
+        """``load_batch`` into a :class:`RemoteLake` (see the module docstring, "Remote lake").
+
+        The files are written straight to their final paths inside the SQL transaction, once
+        its key locks are held (in a second thread, while the SQL work runs), so no other load of
+        the same partitions writes or cleans there at the same time; the commit is the switch.
+        """
+        lake = self.lake
+        assert isinstance(lake, RemoteLake)
+        timings = {"prepare": time.perf_counter() - t0}
+        keys = sorted({(kind, c, p) for c, p in zip(subs["county_code"], subs["period"], strict=True)})
+        partitions = sorted({(p, c) for _, c, p in keys})
+        lease = _Lease(self.engine, load_id)
+        lease.acquire()
+        try:
+            self._journal_insert(load_id, kind, partitions)
+        except BaseException:
+            lease.release()
+            raise
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lake-{load_id}")
+        stop = threading.Event()
+        writes: Future | None = None
+        committed = False
+        plan: _Plan | None = None
+        image: tuple[pa.Table, pa.Table] | None = None
+        fact_sids: set[str] = set()
+        try:
+            t_sql = time.perf_counter()
+            with self._write_txn(keys) as conn:
+                plan = self._plan(conn, kind, subs, batch_winner)
+                if fact_data.num_rows:
+                    fact_sids = set(pc.unique(fact_data["submission_id"]).to_pylist())
+                places = {sid: (p, c) for (c, p), sid in plan.winners.items() if sid in fact_sids}
+                first = threading.Event()
+
+                def on_written(_path: str) -> None:
+                    if not first.is_set():
+                        first.set()
+                        _maybe_fail("during_lake_swap")
+
+                writes = writer.submit(
+                    lake.write_submissions,
+                    kind,
+                    fact_data,
+                    places,
+                    tag=load_id,
+                    on_written=on_written,
+                    stop=stop,
+                )
+                image = self._before_image(conn, plan)
+                _maybe_fail("after_journal")
+                n_facts, n_issues, _ = self._apply_sql(
+                    conn, kind, plan, fact_data, issue_data, len(fact_sids)
+                )
+                t_wait = time.perf_counter()
+                written = writes.result()
+                if set(written) != set(places):
+                    raise RuntimeError(
+                        f"load {load_id}: wrote {len(written)} lake files, expected {len(places)}"
+                    )
+                stage_wait = time.perf_counter() - t_wait
+                _maybe_fail("after_lake_stage")
+                _maybe_fail("during_lake_swap")  # batches with no file to write
+                _maybe_fail("before_sql_commit")
+            committed = True
+            timings["sql_and_swap"] = time.perf_counter() - t_sql
+            _maybe_fail("after_sql_commit")
+        except BaseException:
+            log.exception("load %s failed; undoing", load_id)
+            stop.set()
+            if writes is not None:
+                futures_wait([writes])  # never clean a partition under a writing thread
+            try:
+                if committed:
+                    assert plan is not None and image is not None
+                    self._compensate_remote(load_id, kind, keys, plan, image, fact_sids)
+                self._prune_partitions(kind, partitions)
+                self._journal_delete(load_id)
+            finally:
+                lease.release()  # if the undo failed too, the journal row stays for recover()
+            raise
+        finally:
+            writer.shutdown(wait=True)
+
+        # Committed: delete the files the load superseded. A failure here leaves the load as it
+        # is (committed, readers go by SQL) and its journal row for the next open to finish.
+        t_finish = time.perf_counter()
+        try:
+            self._delete_superseded(kind, plan)
+            self._journal_delete(load_id)
+        except Exception:
+            log.warning(
+                "load %s committed; deleting its superseded lake files failed, the next open finishes it",
+                load_id,
+                exc_info=True,
+            )
+        finally:
+            lease.release()
+        timings["stage_wait"] = stage_wait
+        timings["finish"] = time.perf_counter() - t_finish
+        result = self._result(load_id, kind, plan, n_facts, n_issues, stage_wait)
+        seconds = time.perf_counter() - t0
+        log.info(
+            "load %s (%s, lake %s): %d accepted, %d superseded, %d refused, %d fact rows in %.1f s %s",
+            load_id, kind, lake.location, len(result.accepted), len(result.superseded), len(result.refused),
+            result.fact_rows, seconds, {k: round(v, 2) for k, v in timings.items()},
+        )  # fmt: skip
+        return LoadResult(**{**result.__dict__, "seconds": seconds, "timings": timings})
+
+    def _previous_files(self, kind: str, plan: _Plan) -> dict[tuple[str, str], str]:
+        """(period, county_code) -> the file of the submission that was current before this load,
+        for the partitions whose current file changes."""
+        lake = self.lake
+        ex = plan.existing
+        acc = ex[ex["status"] == "accepted"]
+        out: dict[tuple[str, str], str] = {}
+        for c, p, sid in acc[["county_code", "period", "submission_id"]].itertuples(index=False, name=None):
+            if (c, p) in plan.swap_keys:
+                out[(p, c)] = lake.file_path(kind, p, c, sid)  # type: ignore[assignment]
+        return out
+
+    def _compensate_remote(
+        self,
+        load_id: str,
+        kind: str,
+        keys: Sequence[tuple[str, str, str]],
+        plan: _Plan,
+        image: tuple[pa.Table, pa.Table],
+        fact_sids: set[str],
+    ) -> None:
+        """Undo a committed load into a remote lake: its before-image back in one transaction,
+        the old fact rows read from the superseded files (still in place until the cleanup)."""
+        lake = self.lake
+        assert isinstance(lake, RemoteLake)
+        before_subs, before_issues = image
+        previous = self._previous_files(kind, plan)
+        old_facts, missing = lake.read_existing(sorted(previous.values()), arrow_schema(FACT_TABLES[kind]))
+        if missing:  # a current submission without fact rows has no file; one with rows must have one
+            with_rows = {
+                sid
+                for sid, n in zip(
+                    before_subs["submission_id"].to_pylist(),
+                    before_subs["rows_accepted"].to_pylist(),
+                    strict=True,
+                )
+                if n
+            }
+            lost = [f for f in missing if posixpath.basename(f).removesuffix(".parquet") in with_rows]
+            if lost:
+                raise RuntimeError(
+                    f"load {load_id}: cannot restore the superseded rows, {lost[0]} is missing"
+                )
+        self._restore_sql(
+            kind,
+            load_id,
+            keys=keys,
+            delete_fact_ids=sorted(plan.winner_ids) + sorted(set(plan.to_supersede) | set(plan.batch_ids)),
+            batch_ids=sorted(plan.batch_ids),
+            touched_ids=plan.touched,
+            before_subs=before_subs,
+            before_issues=before_issues,
+            old_facts=old_facts,
         )
+
+    def _accepted_ids(
+        self, conn: sa.Connection, kind: str, partitions: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """(period, county_code) -> the accepted submission id, for those partitions that have one."""
+        wanted = set(partitions)
+        s = submission
+        periods = sorted({p for p, _ in wanted})
+        out: dict[tuple[str, str], str] = {}
+        for chunk in _chunks(sorted({c for _, c in wanted})):
+            q = sa.select(s.c.period, s.c.county_code, s.c.submission_id).where(
+                s.c.kind == kind,
+                s.c.status == "accepted",
+                s.c.period.in_(periods),
+                s.c.county_code.in_(chunk),
+            )
+            for p, c, sid in conn.execute(q).all():
+                if (p, c) in wanted:
+                    out[(p, c)] = sid
+        return out
+
+    def _delete_superseded(self, kind: str, plan: _Plan) -> None:
+        """After the commit: delete the files of the submissions that were current before it, unless
+        one is current again. Under the key locks, so no load of those partitions runs meanwhile."""
+        lake = self.lake
+        assert isinstance(lake, RemoteLake)
+        previous = self._previous_files(kind, plan)
+        if not previous:
+            return
+        with self._write_txn([(kind, c, p) for p, c in previous]) as conn:
+            accepted = self._accepted_ids(conn, kind, previous)
+            doomed = [
+                f
+                for part, f in sorted(previous.items())
+                if posixpath.basename(f) != f"{accepted.get(part)}.parquet"
+            ]
+            lake.delete(doomed[:1])
+            _maybe_fail("during_lake_cleanup")
+            lake.delete(doomed[1:])
+
+    def _prune_partitions(self, kind: str, partitions: Sequence[tuple[str, str]]) -> int:
+        """Leave in each (period, county_code) partition only the file of its accepted submission
+        (as SQL says, under the key locks): the repair after a failed or killed load, whatever
+        step it stopped at. Returns how many files it deleted."""
+        lake = self.lake
+        assert isinstance(lake, RemoteLake)
+        if not partitions:
+            return 0
+        with self._write_txn([(kind, c, p) for p, c in partitions]) as conn:
+            accepted = self._accepted_ids(conn, kind, partitions)
+            listing = lake.list_partitions(kind, partitions)
+            doomed: list[str] = []
+            emptied: list[tuple[str, str]] = []
+            for part, files in listing.items():
+                keep = f"{accepted[part]}.parquet" if part in accepted else None
+                extra = [f for f in files if posixpath.basename(f) != keep]
+                doomed.extend(extra)
+                if extra and len(extra) == len(files):
+                    emptied.append(part)
+            deleted = lake.delete(doomed)
+            for p, c in emptied:
+                lake.remove_empty_partition(kind, p, c)
+        if deleted:
+            log.warning("lake %s: deleted %d files no accepted submission owns", lake.location, deleted)
+        return deleted
+
+    def _journal_insert(self, load_id: str, kind: str, partitions: Sequence[tuple[str, str]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                lake_journal.insert().values(
+                    load_id=load_id,
+                    kind=kind,
+                    partitions=json.dumps([list(p) for p in partitions]),
+                    started_at=datetime.now(UTC),
+                    host=socket.gethostname()[:255],
+                    pid=os.getpid(),
+                )
+            )
+
+    def _journal_delete(self, load_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(lake_journal.delete().where(lake_journal.c.load_id == load_id))
+
+    def _recover_remote(self) -> list[str]:
+        """Repair the remote-lake loads whose process died: prune their partitions, drop their rows."""
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(lake_journal.name):
+                return []
+            rows = conn.execute(sa.select(lake_journal.c.load_id).order_by(lake_journal.c.load_id)).all()
+        repaired: list[str] = []
+        for (load_id,) in rows:
+            lease = _Lease(self.engine, load_id)
+            if not lease.acquire(blocking=False):
+                continue  # a live load, in this process or another, on this machine or another
+            try:
+                with self.engine.connect() as conn:
+                    row = conn.execute(
+                        sa.select(lake_journal).where(lake_journal.c.load_id == load_id)
+                    ).first()
+                if row is None:  # finished meanwhile
+                    continue
+                log.warning(
+                    "recovering load %s into lake %s (started %s on %s, pid %s)",
+                    load_id, self.lake.location, row.started_at, row.host, row.pid,
+                )  # fmt: skip
+                self._prune_partitions(row.kind, [tuple(p) for p in json.loads(row.partitions)])
+                self._journal_delete(load_id)
+                repaired.append(load_id)
+            finally:
+                lease.release()
+        return repaired
 
     # -- undo, finish, recover ------------------------------------------------------------
     def _marker_exists(self, load_id: str) -> bool:
@@ -904,26 +1377,49 @@ class Warehouse:
     def _compensate_sql(self, journal: _Journal) -> None:
         """Write the before-image back after a committed load (one transaction)."""
         data = journal.data
-        kind = data["kind"]
+        lake = self._local_lake
+        trashed = [lake.absolute(dst) for src, dst in data.get("moves", []) if dst.startswith("_trash/")]
+        self._restore_sql(
+            data["kind"],
+            journal.load_id,
+            keys=[tuple(k) for k in data.get("keys", [])],
+            delete_fact_ids=data.get("inserted_fact_ids", []) + data.get("deleted_fact_ids", []),
+            batch_ids=data.get("batch_ids", []),
+            touched_ids=data.get("touched_ids", []),
+            before_subs=pq.read_table(journal.image_dir / "submission.parquet"),
+            before_issues=pq.read_table(journal.image_dir / "dq_issue.parquet"),
+            old_facts=lake.read(trashed, arrow_schema(FACT_TABLES[data["kind"]])),
+        )
+
+    def _restore_sql(
+        self,
+        kind: str,
+        load_id: str,
+        *,
+        keys: Sequence[tuple[str, str, str]],
+        delete_fact_ids: Sequence[str],
+        batch_ids: Sequence[str],
+        touched_ids: Sequence[str],
+        before_subs: pa.Table,
+        before_issues: pa.Table,
+        old_facts: pa.Table,
+    ) -> None:
+        """Put back the rows a committed load replaced (one transaction): the before-image of
+        ``submission`` and ``dq_issue`` and the fact rows of the lake files it superseded."""
         fact_table = FACT_TABLES[kind]
-        keys = [tuple(k) for k in data.get("keys", [])]
-        before_subs = pq.read_table(journal.image_dir / "submission.parquet").to_pandas()
-        before_issues = pq.read_table(journal.image_dir / "dq_issue.parquet")
-        trashed = [self.lake.absolute(dst) for src, dst in data.get("moves", []) if dst.startswith("_trash/")]
-        old_facts = self.lake.read(trashed, arrow_schema(fact_table))
         with self._write_txn(keys) as conn:
-            for chunk in _chunks(data.get("inserted_fact_ids", []) + data.get("deleted_fact_ids", [])):
+            for chunk in _chunks(list(delete_fact_ids)):
                 conn.execute(fact_table.delete().where(fact_table.c.submission_id.in_(chunk)))
-            for chunk in _chunks(data.get("batch_ids", [])):
+            for chunk in _chunks(list(batch_ids)):
                 conn.execute(dq_issue.delete().where(dq_issue.c.submission_id.in_(chunk)))
-            for chunk in _chunks(data.get("touched_ids", [])):
+            for chunk in _chunks(list(touched_ids)):
                 conn.execute(submission.delete().where(submission.c.submission_id.in_(chunk)))
-            records = _records(before_subs, [c.name for c in submission.columns])
+            records = _records(before_subs.to_pandas(), [c.name for c in submission.columns])
             if records:
                 conn.execute(submission.insert(), records)
             bulk_insert(conn, dq_issue, before_issues)
             bulk_insert(conn, fact_table, old_facts)
-            conn.execute(warehouse_load.delete().where(warehouse_load.c.load_id == journal.load_id))
+            conn.execute(warehouse_load.delete().where(warehouse_load.c.load_id == load_id))
             _mark_marts(conn, min((p for _, _, p in keys), default=None))
 
     def _undo(self, journal: _Journal, *, committed: bool) -> None:
@@ -944,8 +1440,13 @@ class Warehouse:
 
     def recover(self) -> list[str]:
         """Repair loads a killed process left behind (see the module docstring). Returns their ids."""
+        if isinstance(self.lake, RemoteLake):
+            repaired = self._recover_remote()
+            if self.dialect == "sqlite" and (db_file := _sqlite_file_of(self.engine)) is not None:
+                _remove_stale_stages(db_file)
+            return repaired
         root = self.lake.journal_root
-        repaired: list[str] = []
+        repaired = []
         if not root.is_dir():
             return repaired
         for path in sorted(root.glob("*.json")):
