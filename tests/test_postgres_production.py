@@ -605,3 +605,27 @@ def test_demo_nightly_on_postgres_gives_the_sqlite_figures(
         rtol=1e-9,
     )
     assert pg["completed_area_m2"].sum() > 0
+
+
+def test_receipt_log_connection_returns_to_the_pool_as_it_came(pg_server_url: str) -> None:
+    """The receipts' log connection runs in autocommit with synchronous_commit off (one round trip
+    per logged receipt); the pooled connection comes back transactional, synchronous_commit on."""
+    from reports.delivery import _relaxed_commits
+
+    engine = store._make_engine(pg_server_url)
+    engine.dispose()
+    engine = sa.create_engine(engine.url, pool_size=1, max_overflow=0)  # one DB-API connection
+    try:
+        with engine.connect() as conn, _relaxed_commits(conn):
+            raw = conn.connection.driver_connection
+            assert raw.autocommit
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+            conn.exec_driver_sql("CREATE TEMP TABLE t (x int)")
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")  # committed by itself
+            assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection is raw  # the same pooled connection
+            assert not raw.autocommit
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    finally:
+        engine.dispose()
