@@ -33,7 +33,7 @@ import warehouse.store as store
 from gaibao.divisions import bundled_divisions
 from gaibao.settings import Settings
 from tests.servers import SftpTestServer
-from tests.test_warehouse import TWO_PROJECTS, batch, submission_row
+from tests.test_warehouse import TWO_PROJECTS, batch, run_together, submission_row, two_returns_of_one_county
 from warehouse import Warehouse
 from warehouse.lake import Lake, RemoteLake, arrow_schema
 from warehouse.schema import fact_progress, metadata
@@ -360,14 +360,7 @@ def test_recovery_leaves_a_live_load_alone(
 def test_concurrent_loads_of_one_county_period_leave_one_file(
     rwh: Warehouse, backend: LakeBackend, warehouse_url: str
 ) -> None:
-    projects = [(f"P{i}", "校舍改造", "在建", 100.0, 50.0, 10.0, 1.0) for i in range(300)]
-    items = [
-        (
-            submission_row("340102", "2017-06", f"v{i}", received_at=datetime(2017, 7, 3 + i, tzinfo=UTC)),
-            projects,
-        )
-        for i in range(2)
-    ]
+    items = two_returns_of_one_county()
     errors: list[BaseException] = []
 
     def run(item: tuple) -> None:
@@ -378,11 +371,7 @@ def test_concurrent_loads_of_one_county_period_leave_one_file(
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(it,)) for it in items]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    run_together(run, items, timeout=120)
     assert not errors
     facts = rwh.read_table("fact_progress")
     assert len(facts) == 300 and facts["submission_id"].nunique() == 1

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 
 import warehouse.store as store
 from gaibao.divisions import bundled_divisions
+from tests.test_warehouse import run_together
 from warehouse import Warehouse, make_submission_id
 from warehouse.schema import metadata
 
@@ -272,11 +273,7 @@ def _in_threads(n: int, work: Callable[[Warehouse], None], url: str, home: Path)
         finally:
             w.close()
 
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(lambda _: one(), list(range(n)))
     return errors
 
 

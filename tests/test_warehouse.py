@@ -109,6 +109,25 @@ def batch(*items: tuple[dict, list[tuple]]) -> tuple[pd.DataFrame, pd.DataFrame,
     return subs, facts, issues
 
 
+def two_returns_of_one_county(projects: int = 300) -> list[tuple[dict, list[tuple]]]:
+    """Two versions of 340102's 2017-06 return (the second received a day later), for the
+    concurrency tests."""
+    rows = [(f"P{i}", "校舍改造", "在建", 100.0, 50.0, 10.0, 1.0) for i in range(projects)]
+    return [
+        (submission_row("340102", "2017-06", f"v{i}", received_at=datetime(2017, 7, 3 + i, tzinfo=UTC)), rows)
+        for i in range(2)
+    ]
+
+
+def run_together(fn, items: list, timeout: float | None = None) -> None:
+    """``fn(item)`` for every item, each in its own thread, all started before any is joined."""
+    threads = [threading.Thread(target=fn, args=(it,)) for it in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 TWO_PROJECTS = [
     ("P1", "校舍改造", "在建", 1000.0, 800.0, 500.0, 50.0),
     ("E1", "设备购置", "已竣工", 0.0, 0.0, 0.0, 30.0),
@@ -473,9 +492,14 @@ def test_marts_carry_forward_rates_city_and_province(wh: Warehouse) -> None:
 def test_marts_rebuild_only_what_changed_and_never_miss_a_load(wh: Warehouse) -> None:
     """A load marks its periods out of date in its own transaction; a nightly refresh with no
     mark does nothing; a load whose refresh never ran (a crash) is covered by the next one."""
-    wh.load_plan(pd.DataFrame({"county_code": ["340102"], "plan_area_m2": [1000.0], "plan_equipment_wan": [100.0]}))
+    wh.load_plan(
+        pd.DataFrame({"county_code": ["340102"], "plan_area_m2": [1000.0], "plan_equipment_wan": [100.0]})
+    )
     wh.rebuild_marts(only_if_changed=True)
-    may = (submission_row("340102", "2017-05", "m5"), [("P1", "校舍改造", "在建", 2000.0, 1500.0, 900.0, 40.0)])
+    may = (
+        submission_row("340102", "2017-05", "m5"),
+        [("P1", "校舍改造", "在建", 2000.0, 1500.0, 900.0, 40.0)],
+    )
     wh.load_batch(*batch(may), kind="progress")
     assert wh.rebuild_marts(from_period="2017-05", only_if_changed=True)["mart_county_progress"] >= 1
     before = wh.read_table("mart_county_progress")
@@ -483,9 +507,15 @@ def test_marts_rebuild_only_what_changed_and_never_miss_a_load(wh: Warehouse) ->
     pd.testing.assert_frame_equal(wh.read_table("mart_county_progress"), before)
 
     # A May resubmission loads, and its refresh never runs (the run crashed after the load).
-    fix = (submission_row("340102", "2017-05", "m5b", received_at=datetime(2017, 7, 4, 8, 0, tzinfo=UTC)), [("P1", "校舍改造", "已竣工", 2000.0, 2000.0, 1000.0, 40.0)])
+    fix = (
+        submission_row("340102", "2017-05", "m5b", received_at=datetime(2017, 7, 4, 8, 0, tzinfo=UTC)),
+        [("P1", "校舍改造", "已竣工", 2000.0, 2000.0, 1000.0, 40.0)],
+    )
     wh.load_batch(*batch(fix), kind="progress")
-    june = (submission_row("340102", "2017-06", "m6"), [("P1", "校舍改造", "已竣工", 2000.0, 2000.0, 1000.0, 40.0)])
+    june = (
+        submission_row("340102", "2017-06", "m6"),
+        [("P1", "校舍改造", "已竣工", 2000.0, 2000.0, 1000.0, 40.0)],
+    )
     wh.load_batch(*batch(june), kind="progress")
     wh.rebuild_marts(from_period="2017-06", only_if_changed=True)  # the next night: June only, asked
     m = wh.read_table("mart_county_progress").set_index(["period", "county_code"])
@@ -493,7 +523,9 @@ def test_marts_rebuild_only_what_changed_and_never_miss_a_load(wh: Warehouse) ->
     assert m.loc[("2017-05", "340102")]["area_completion_rate"] == pytest.approx(1.0)
 
     # A plan reload marks every period.
-    wh.load_plan(pd.DataFrame({"county_code": ["340102"], "plan_area_m2": [500.0], "plan_equipment_wan": [100.0]}))
+    wh.load_plan(
+        pd.DataFrame({"county_code": ["340102"], "plan_area_m2": [500.0], "plan_equipment_wan": [100.0]})
+    )
     wh.rebuild_marts(from_period="2017-06", only_if_changed=True)
     m = wh.read_table("mart_county_progress").set_index(["period", "county_code"])
     assert m.loc[("2017-05", "340102")]["area_completion_rate"] == pytest.approx(2.0)
@@ -532,14 +564,7 @@ def test_concurrent_loads_of_one_county_period_do_not_double_rows(
     """PostgreSQL: advisory locks per key; SQLite: BEGIN IMMEDIATE and a busy timeout."""
     w = Warehouse(warehouse_url, gaibao_home)
     w.upgrade()
-    projects = [(f"P{i}", "校舍改造", "在建", 100.0, 50.0, 10.0, 1.0) for i in range(300)]
-    items = [
-        (
-            submission_row("340102", "2017-06", f"v{i}", received_at=datetime(2017, 7, 3 + i, tzinfo=UTC)),
-            projects,
-        )
-        for i in range(2)
-    ]
+    items = two_returns_of_one_county()
     errors: list[BaseException] = []
 
     def run(item: tuple) -> None:
@@ -548,11 +573,7 @@ def test_concurrent_loads_of_one_county_period_do_not_double_rows(
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(it,)) for it in items]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(run, items)
     assert not errors
     facts = w.read_table("fact_progress")
     assert len(facts) == 300 and facts["submission_id"].nunique() == 1

@@ -246,7 +246,7 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> int:
         return 0
     cols = data.column_names
     if conn.dialect.name == "sqlite" and data.num_rows >= SQLITE_STAGE_MIN_ROWS:
-        db_file = _sqlite_file(conn)
+        db_file = _sqlite_file_of(conn.engine)
         if db_file is not None and _adbc_sqlite() is not None:
             return _sqlite_insert_staged(conn, table, _sqlite_values(data), db_file)
     if conn.dialect.name == "postgresql":
@@ -307,10 +307,6 @@ def _adbc_sqlite() -> Any:
     return adbc
 
 
-def _sqlite_file(conn: sa.Connection) -> Path | None:
-    return _sqlite_file_of(conn.engine)
-
-
 def _sqlite_file_of(engine: sa.Engine) -> Path | None:
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -355,11 +351,11 @@ def _remove_stale_stages(db_file: Path) -> None:
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 
