@@ -660,3 +660,108 @@ def test_title_directly_above_english_headers_lends_no_unit(tmp_path: Path) -> N
     assert_ok(parsed)
     assert parsed.unit_factors == {}
     assert parsed.rows["row_number"].tolist() == [3, 4]
+
+
+# --------------------------------------------------------------------------------------------
+# The column-wise row split against the row-by-row loop it replaced
+
+
+def _rows_one_by_one(body, numbers, positions, total_at, first_j):
+    """The former per-row loop of ``_assemble``, kept here as the oracle."""
+    from tasks.read import NONE_TOKENS, NOTE_PREFIXES, TOTAL_ROW_MARKERS
+
+    width = max([*positions, first_j or 0]) + 1
+    data, data_numbers, totals, total_numbers = [], [], [], []
+    for number, row in zip(numbers, body, strict=True):
+        if len(row) < width:
+            row = row + [""] * (width - len(row))
+        values = [None if (s := row[j].strip()) in NONE_TOKENS else s for j in positions]
+        if not any(values):
+            continue
+        if values.count(None) == len(positions) - 1:
+            text = next(v for v in values if v is not None)
+            if text.startswith(NOTE_PREFIXES):
+                continue
+        is_total = any(
+            v is not None and any(m in v for m in TOTAL_ROW_MARKERS) for v in (values[i] for i in total_at)
+        )
+        if first_j is not None and any(m in row[first_j] for m in TOTAL_ROW_MARKERS):
+            is_total = True
+        (totals if is_total else data).append(values)
+        (total_numbers if is_total else data_numbers).append(number)
+    return data, data_numbers, totals, total_numbers
+
+
+def _grid_rows(grid):
+    return [list(r) for r in zip(*(c.to_pylist() for c in grid.columns), strict=True)] if len(grid) else []
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_row_split_matches_the_row_by_row_reading(seed: int) -> None:
+    import random
+
+    from tasks.read import _split_rows
+
+    rng = random.Random(seed)
+    # Cells a clerk's sheet really holds: blanks of every kind of whitespace (Python's str.strip()
+    # set, full-width spaces included), dash placeholders, footnotes, 合计 rows, text with inner
+    # spaces, and rows shorter than the header.
+    pieces = [
+        "", " ", "\u3000", "\xa0", "\t", "\x1c", "\u2003", "\u205f", "\x85", "-", "—", "－", "——", "--",
+        "－－", "–", "―", "――", " - ", "\u3000—\u3000", "注：单位为万元", "说明", "备注：无", "填报人：张三",
+        "合计", " 总计 ", "小计合计", "HY-001", "340321", "12.5", "  怀远县 第一 小学  ", "=1+1", "0",
+        "注", "制表人", "x\u200by", "\u200b", "备注:", "a\u3000",
+    ]  # fmt: skip
+    width = rng.randint(1, 8)
+    positions = sorted(rng.sample(range(width), rng.randint(1, width)))
+    body = []
+    for _ in range(rng.randint(0, 60)):
+        length = rng.randint(0, width + 1)
+        shape = rng.random()
+        if shape < 0.2:  # mostly blank
+            row = [rng.choice(pieces[:20]) for _ in range(length)]
+        elif shape < 0.35 and length:  # one filled cell
+            row = [""] * length
+            row[rng.randrange(length)] = rng.choice(pieces)
+        else:
+            row = [rng.choice(pieces) for _ in range(length)]
+        body.append(row)
+    numbers = sorted(rng.sample(range(1, 500), len(body)))
+    total_at = sorted(rng.sample(range(len(positions)), rng.randint(0, min(2, len(positions)))))
+    free = [j for j in range(width) if j not in positions]
+    first_j = rng.choice(free) if free and rng.random() < 0.6 else None
+    names = [f"c{j}" for j in positions]
+
+    data, totals = _split_rows(
+        body,
+        numbers,
+        names,
+        positions,
+        names,
+        total_at=total_at,
+        first_column=(first_j, "序号") if first_j is not None else None,
+    )
+    want_data, want_data_numbers, want_totals, want_total_numbers = _rows_one_by_one(
+        body, numbers, positions, total_at, first_j
+    )
+    assert _grid_rows(data) == want_data
+    assert data.numbers.tolist() == want_data_numbers
+    assert _grid_rows(totals) == want_totals
+    assert totals.numbers.tolist() == want_total_numbers
+    assert data.names == totals.names == tuple(names)
+
+
+def test_a_lone_surrogate_in_json_is_refused_naming_row_and_column() -> None:
+    rows = progress_rows(3)
+    rows[1]["school_name"] = "第二小学@@"
+    # valid JSON, but no UTF-8 can carry a lone surrogate
+    content = (
+        return_bytes(rows, "progress", fmt="json").decode("utf-8").replace("@@", "\\ud800").encode("utf-8")
+    )
+
+    parsed = read_return(content, "r.json")
+
+    assert parsed.refusal is not None and parsed.refusal.code == "UNREADABLE"
+    assert "第 2 行" in parsed.refusal.message_zh
+    assert "学校名称" in parsed.refusal.message_zh
+    assert "第二小学\\ud800" in parsed.refusal.message_zh
