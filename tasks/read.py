@@ -115,6 +115,13 @@ class Grid:
         numbers = frame[ROW_NUMBER].to_numpy(dtype=np.int64) if ROW_NUMBER in frame else np.arange(len(frame))
         return cls(names, columns, numbers)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The columns are usually slices of one array (_split_rows), and pyarrow pickles a slice
+        # with its parent's whole buffers: a file of 21 columns would cross from a reader process
+        # 21 times over. They travel as one compact array instead, and are sliced again on arrival.
+        joined = pa.concat_arrays(list(self.columns)) if self.columns else pa.array([], type=pa.string())
+        return (_joined_grid, (self.names, joined, self.numbers))
+
     def column(self, name: str) -> pa.Array | None:
         try:
             return self.columns[self.names.index(name)]
@@ -136,6 +143,11 @@ class Grid:
         return frame
 
 
+def _joined_grid(names: tuple[str, ...], joined: pa.Array, numbers: np.ndarray) -> Grid:
+    n = len(numbers)
+    return Grid(names, tuple(joined.slice(i * n, n) for i in range(len(names))), numbers)
+
+
 _EMPTY_GRID = Grid((), (), np.empty(0, dtype=np.int64))
 
 
@@ -145,6 +157,9 @@ class _ReleasedGrid(Grid):
 
     def _gone(self) -> RuntimeError:
         return RuntimeError("this return's rows were released after its batch copied them")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ReleasedGrid, ((), (), np.empty(0, dtype=np.int64)))
 
     def __len__(self) -> int:
         raise self._gone()

@@ -765,3 +765,28 @@ def test_a_lone_surrogate_in_json_is_refused_naming_row_and_column() -> None:
     assert "第 2 行" in parsed.refusal.message_zh
     assert "学校名称" in parsed.refusal.message_zh
     assert "第二小学\\ud800" in parsed.refusal.message_zh
+
+
+def test_a_read_file_pickles_compactly_and_comes_back_equal() -> None:
+    """Reader processes send each parsed file back pickled: its columns must travel once, not
+    once per column (they are slices of one Arrow array, and pyarrow pickles a slice whole)."""
+    import pickle
+
+    parsed = read_return(return_bytes(progress_rows(200), "progress"), "r.csv")
+    assert_ok(parsed)
+    data_bytes = sum(c.nbytes for c in parsed.grid.columns)
+
+    blob = pickle.dumps(parsed, protocol=5)
+    back = pickle.loads(blob)
+
+    assert len(blob) < 2 * data_bytes + 20_000
+    assert back.grid.names == parsed.grid.names
+    assert [c.to_pylist() for c in back.grid.columns] == [c.to_pylist() for c in parsed.grid.columns]
+    assert back.grid.numbers.tolist() == parsed.grid.numbers.tolist()
+    assert back.rows.equals(parsed.rows)
+
+    parsed.release_rows()
+    released = pickle.loads(pickle.dumps(parsed))
+    assert released.n_rows == 200
+    with pytest.raises(RuntimeError, match="released"):
+        _ = released.rows
