@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -283,6 +284,7 @@ def test_concurrent_mart_rebuilds_do_not_collide(wh: Warehouse) -> None:
     at = datetime(2017, 7, 3, tzinfo=UTC)
     items = [(_submission(c, p, c + p, at), 20) for c in ("340102", "340103", "340104") for p in ("2017-05", "2017-06")]  # fmt: skip
     wh.load_batch(*_batch(items), kind="progress")
+
     def rebuild(w: Warehouse) -> None:
         for _ in range(5):
             w.rebuild_marts()
@@ -295,7 +297,9 @@ def test_concurrent_mart_rebuilds_do_not_collide(wh: Warehouse) -> None:
 
 
 @ON_POSTGRES
-def test_first_runs_seeding_an_empty_warehouse_at_once_do_not_collide(warehouse_url: str, gaibao_home: Path) -> None:
+def test_first_runs_seeding_an_empty_warehouse_at_once_do_not_collide(
+    warehouse_url: str, gaibao_home: Path
+) -> None:
     """Two first runs on an empty warehouse both seed the division codes and reload the plan:
     the reference tables are replaced under a lock, so neither fails on a duplicate key and the
     tables hold one copy."""
@@ -305,8 +309,13 @@ def test_first_runs_seeding_an_empty_warehouse_at_once_do_not_collide(warehouse_
     first.upgrade()
     first.close()
     plan = pd.DataFrame(
-        {"county_code": ["340102", "340103"], "plan_area_m2": [1000.0, 2000.0], "plan_equipment_wan": [10.0, 20.0]}
+        {
+            "county_code": ["340102", "340103"],
+            "plan_area_m2": [1000.0, 2000.0],
+            "plan_equipment_wan": [10.0, 20.0],
+        }
     )
+
     def run(w: Warehouse) -> None:
         for _ in range(5):
             seed_divisions(w)
@@ -626,3 +635,59 @@ def test_receipt_log_connection_returns_to_the_pool_as_it_came(pg_server_url: st
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
     finally:
         engine.dispose()
+
+
+# -- binary COPY -----------------------------------------------------------------------------------
+@ON_POSTGRES
+def test_binary_copy_stores_exactly_what_csv_copy_stores(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk path sends Arrow in PostgreSQL's binary COPY format (pgpq); every stored value of
+    every bulk-loaded table (text with quotes and formulas, floats, ints, dates, booleans, nulls)
+    is the one the CSV COPY stores."""
+    from tests.test_sqlite_bulk import _tables
+
+    data = _tables(400)
+    dumps: dict[str, dict[str, list[str]]] = {}
+    real_pgpq, encoders = store._pgpq, []
+
+    def counting_pgpq():
+        encoders.append(1)
+        return real_pgpq()
+
+    monkeypatch.setattr(store, "_pgpq", counting_pgpq)
+    for path_name in ("binary", "csv"):
+        if path_name == "csv":
+            monkeypatch.setattr(store, "_PG_WIRE_TYPES", {})  # no wire type known: CSV for every table
+        before = len(encoders)
+        with wh.engine.connect() as conn:
+            txn = conn.begin()
+            dumps[path_name] = {}
+            for name in ("fact_progress", "fact_funding", "dq_issue"):
+                table = metadata.tables[name]
+                assert store.bulk_insert(conn, table, data[name]) == data[name].num_rows
+                rows = conn.exec_driver_sql(f'SELECT t::text FROM "{name}" t ORDER BY ctid').scalars().all()
+                assert len(rows) == data[name].num_rows
+                dumps[path_name][name] = rows
+            txn.rollback()
+        assert len(encoders) - before == (3 if path_name == "binary" else 0)
+    assert dumps["binary"] == dumps["csv"]
+
+
+@ON_POSTGRES
+def test_binary_copy_refuses_what_does_not_fit_and_writes_nothing(wh: Warehouse) -> None:
+    from tests.test_sqlite_bulk import _tables
+
+    table = metadata.tables["fact_progress"]
+    good = _tables(40)["fact_progress"]
+    too_long = good.set_column(
+        good.column_names.index("county_code"), "county_code", pa.array(["3401020"] * good.num_rows)
+    )
+    too_big = good.set_column(
+        good.column_names.index("row_number"), "row_number", pa.array([2**40] * good.num_rows, pa.int64())
+    )
+    for bad, error in ((too_long, sa.exc.DBAPIError), (too_big, pa.ArrowInvalid)):
+        with wh.engine.connect() as conn, pytest.raises((error, psycopg.Error)), conn.begin():
+            store.bulk_insert(conn, table, bad)
+        with wh.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM fact_progress").scalar() == 0
