@@ -317,13 +317,29 @@ def _receipts(
     mail: tuple[str, dict[str, list[str]], bool] | None = None,
 ) -> dict[str, tuple[str, str, str, dict[str, bytes]]]:
     """:func:`receipt_messages` plus, with ``mail`` = (from, {county: addresses}, outbox), each
-    county's messages as wire bytes per address, built in the same worker processes.
+    county's messages as wire bytes per address, built in the same worker processes."""
+    out: dict[str, tuple[str, str, str, dict[str, bytes]]] = {}
+    for chunk in _receipt_chunks(period, submissions, issues, divisions, list_limit, processes, mail):
+        out.update(chunk)
+    return out
+
+
+def _receipt_chunks(
+    period: str,
+    submissions: pd.DataFrame,
+    issues: pd.DataFrame,
+    divisions: pd.DataFrame,
+    list_limit: int = 200,
+    processes: int | None = 0,
+    mail: tuple[str, dict[str, list[str]], bool] | None = None,
+) -> Iterator[dict[str, tuple[str, str, str, dict[str, bytes]]]]:
+    """:func:`_receipts` by chunks of counties (in county order), each as soon as it is rendered.
 
     The display columns are computed once for the whole period and each county takes its slice
     (per-county pandas work cost about 20 ms a county: a minute for a national month)."""
     subs = submissions[submissions["period"] == period] if len(submissions) else submissions
     if subs.empty:
-        return {}
+        return
     names = (
         dict(zip(divisions["county_code"].astype(str), divisions["county_name"].astype(str), strict=True))
         if len(divisions)
@@ -405,12 +421,9 @@ def _receipts(
                 warnings=rows(warnings, warn_at),
             )
         )
-    from tasks.readpool import map_in_processes
+    from tasks.readpool import imap_in_processes
 
-    out: dict[str, tuple[str, str, str, dict[str, bytes]]] = {}
-    for rendered in map_in_processes(_render_receipts, jobs, processes if len(jobs) > 1 else 0):
-        out.update(rendered)
-    return out
+    yield from imap_in_processes(_render_receipts, jobs, processes if len(jobs) > 1 else 0)
 
 
 RECEIPTS_PER_CHUNK = 150
@@ -515,9 +528,13 @@ def send_receipts(
         if prebuild
         else None
     )
-    messages = _receipts(period, subs, issues, divisions, th.html_list_limit, settings.read_processes, mail)
+    # Each chunk of counties is sent as soon as it is rendered, while the workers render the next.
+    chunks = _receipt_chunks(
+        period, subs, issues, divisions, th.html_list_limit, settings.read_processes, mail
+    )
+    messages = (item for chunk in chunks for item in chunk.items())
     with engine.connect() as log_conn, _relaxed_commits(log_conn):
-        for code, (key, subject, html, raws) in messages.items():
+        for code, (key, subject, html, raws) in messages:
             bureau = bureaus.get(code)
             if bureau is None:
                 report.skipped.append(

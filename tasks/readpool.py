@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -132,15 +132,28 @@ def map_in_processes(fn: Any, items: Sequence[Any], processes: int | None = None
     """``[fn(item) for item in items]`` in the same worker processes (other CPU work of a run,
     such as rendering thousands of receipts), or here when processes may not be used. ``fn``
     must be a module-level function; unlike reading, a failure is raised, not refused."""
+    return list(imap_in_processes(fn, items, processes))
+
+
+def imap_in_processes(fn: Any, items: Sequence[Any], processes: int | None = None) -> Iterator[Any]:
+    """:func:`map_in_processes` one result at a time, in order, each as soon as it is done: the
+    caller works on the first results while the workers compute the next."""
     n = _usable(processes, len(items), 2)
     if not n:
-        return [fn(item) for item in items]
+        yield from (fn(item) for item in items)
+        return
+    done = 0
     try:
-        return list(_get_pool(n).map(fn, items))
+        pool = _get_pool(n)
+        futures = [pool.submit(fn, item) for item in items]
+        for future in futures:
+            result = future.result()
+            done += 1
+            yield result
     except BrokenProcessPool:
         _reset_pool()
-        log.warning("worker processes died; doing %d items here", len(items))
-        return [fn(item) for item in items]
+        log.warning("worker processes died; doing %d items here", len(items) - done)
+        yield from (fn(item) for item in items[done:])
 
 
 def _ping() -> int:  # pragma: no cover - runs in the worker
