@@ -299,29 +299,8 @@ def receipt_messages(
 ) -> dict[str, tuple[str, str, str]]:
     """Per county that submitted in ``period``: (message key, subject, HTML). Only its own rows.
     ``processes``: render in that many worker processes (None: one per CPU; 0: here)."""
-    return {
-        code: (key, subject, html)
-        for code, (key, subject, html, _) in _receipts(
-            period, submissions, issues, divisions, list_limit, processes
-        ).items()
-    }
-
-
-def _receipts(
-    period: str,
-    submissions: pd.DataFrame,
-    issues: pd.DataFrame,
-    divisions: pd.DataFrame,
-    list_limit: int = 200,
-    processes: int | None = 0,
-    mail: tuple[str, dict[str, list[str]], bool] | None = None,
-) -> dict[str, tuple[str, str, str, dict[str, bytes]]]:
-    """:func:`receipt_messages` plus, with ``mail`` = (from, {county: addresses}, outbox), each
-    county's messages as wire bytes per address, built in the same worker processes."""
-    out: dict[str, tuple[str, str, str, dict[str, bytes]]] = {}
-    for chunk in _receipt_chunks(period, submissions, issues, divisions, list_limit, processes, mail):
-        out.update(chunk)
-    return out
+    chunks = _receipt_chunks(period, submissions, issues, divisions, list_limit, processes)
+    return {code: (key, subject, html) for chunk in chunks for code, (key, subject, html, _) in chunk.items()}
 
 
 def _receipt_chunks(
@@ -333,7 +312,9 @@ def _receipt_chunks(
     processes: int | None = 0,
     mail: tuple[str, dict[str, list[str]], bool] | None = None,
 ) -> Iterator[dict[str, tuple[str, str, str, dict[str, bytes]]]]:
-    """:func:`_receipts` by chunks of counties (in county order), each as soon as it is rendered.
+    """:func:`receipt_messages` by chunks of counties (in county order), each as soon as it is
+    rendered; with ``mail`` = (from, {county: addresses}, outbox), each county's messages also as
+    wire bytes per address, built in the same worker processes.
 
     The display columns are computed once for the whole period and each county takes its slice
     (per-county pandas work cost about 20 ms a county: a minute for a national month)."""
