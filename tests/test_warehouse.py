@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -17,7 +19,8 @@ from alembic.runtime.migration import MigrationContext
 import warehouse.store as store
 from gaibao.divisions import bundled_divisions
 from warehouse import Archive, Warehouse, make_submission_id
-from warehouse.schema import metadata
+from warehouse.lake import Lake, arrow_schema
+from warehouse.schema import fact_progress, metadata
 
 RULES = "r" * 12
 
@@ -581,3 +584,77 @@ def test_concurrent_loads_of_one_county_period_do_not_double_rows(
     assert len(accepted) == 1 and accepted["submission_id"].iloc[0] == facts["submission_id"].iloc[0]
     assert len(lake_files(w)) == 1
     w.close()
+
+
+# -- the local lake's staging ------------------------------------------------------------------
+def _fact_table(rows: dict[str, list]) -> pa.Table:
+    schema = arrow_schema(fact_progress)
+    n = len(rows["submission_id"])
+    return pa.table({f.name: pa.array(rows.get(f.name, [None] * n), f.type) for f in schema}, schema=schema)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_stage_writes_one_file_per_submission_in_row_order(tmp_path: Path, threads: int) -> None:
+    """Rows of a submission scattered through the batch still give one file, in row order."""
+    lake = Lake(tmp_path / "lake")
+    lake.stage_threads = threads
+    march = datetime(2017, 3, 1).date()
+    table = _fact_table(
+        {
+            "submission_id": ["b", "a", "b", "c", "a", "b"],
+            "row_number": [4, 3, 2, 2, 2, 3],
+            "period": ["2017-06"] * 6,
+            "county_code": ["340102", "340103", "340102", "340104", "340103", "340102"],
+            "project_id": ["B4", "A3", "B2", "C2", "A2", "B3"],
+            "planned_start": [None, None, None, None, None, march],
+        }
+    )
+    staged = lake.stage("load1", "progress", table)
+    out = tmp_path / "lake" / "_staging" / "load1" / "progress"
+    assert staged == {sid: out / f"{sid}.parquet" for sid in ("a", "b", "c")}
+    assert sorted(p.name for p in out.iterdir()) == ["a.parquet", "b.parquet", "c.parquet"]
+    assert staged == lake.staged_paths("load1", "progress", ["a", "b", "c"])
+    for sid, projects in (("a", ["A2", "A3"]), ("b", ["B2", "B3", "B4"]), ("c", ["C2"])):
+        back = pq.read_table(staged[sid])
+        assert back.schema.remove_metadata() == table.schema
+        assert back["project_id"].to_pylist() == projects
+        assert back["row_number"].to_pylist() == sorted(back["row_number"].to_pylist())
+        assert pq.ParquetFile(staged[sid]).metadata.row_group(0).column(0).compression == "ZSTD"
+    assert pq.read_table(staged["b"])["planned_start"].to_pylist() == [None, march, None]
+    back = lake.read([staged["b"], staged["a"], staged["c"]], table.schema)
+    assert back.equals(table.take([2, 5, 0, 4, 1, 3]))  # B2 B3 B4, A2 A3, C2
+
+
+def test_stage_keeps_contiguous_rows_as_they_come(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    n = 40  # more submissions than threads
+    sids = [f"s{i:02d}" for i in range(n) for _ in range(3)]
+    table = _fact_table(
+        {
+            "submission_id": sids,
+            "row_number": [r for _ in range(n) for r in (2, 3, 4)],
+            "period": ["2017-06"] * len(sids),
+            "county_code": ["340102"] * len(sids),
+            "project_id": [f"P{i}" for i in range(len(sids))],
+        }
+    )
+    staged = lake.stage("load1", "progress", table)
+    assert list(staged) == sorted(set(sids))
+    assert lake.read(staged.values(), table.schema).equals(table)
+
+
+def test_stage_refuses_null_keys_and_reports_a_failed_file(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    assert lake.stage("load1", "progress", _fact_table({"submission_id": []})) == {}
+    rows = {
+        "submission_id": ["a", "b"],
+        "row_number": [2, 2],
+        "period": ["2017-06", None],
+        "county_code": ["340102"] * 2,
+    }
+    with pytest.raises(ValueError, match="null period"):
+        lake.stage("load2", "progress", _fact_table(rows))
+    rows["period"] = ["2017-06"] * 2
+    (lake.staging_dir("load3") / "progress" / "b.parquet").mkdir(parents=True)  # b's file cannot be written
+    with pytest.raises(OSError):
+        lake.stage("load3", "progress", _fact_table(rows))
