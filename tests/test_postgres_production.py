@@ -161,12 +161,33 @@ def wh(warehouse_url: str, gaibao_home: Path) -> Iterator[Warehouse]:
 
 
 # -- 1. a load killed mid-COPY -------------------------------------------------------------------
+# The loader process. Its staging thread and its COPY run at once; so that the kill always finds
+# the staged batch on disk (what recovery must clean up), the COPY waits until the staging thread
+# has written every file: the kill, which waits for the COPY, comes after the staging, not by luck.
 _LOADER = """
 import sys
+import threading
 import pandas as pd
+import warehouse.store as store
 from warehouse import Warehouse
+from warehouse.lake import Lake
 
 url, home, data = sys.argv[1:]
+staged = threading.Event()
+real_stage, real_bulk_insert = Lake.stage, store.bulk_insert
+
+def stage(self, *args, **kwargs):
+    try:
+        return real_stage(self, *args, **kwargs)
+    finally:
+        staged.set()
+
+def bulk_insert(conn, table, rows):
+    if table.name == "fact_progress":
+        assert staged.wait(120), "the staging thread never finished"
+    return real_bulk_insert(conn, table, rows)
+
+Lake.stage, store.bulk_insert = stage, bulk_insert
 frames = [pd.read_pickle(f"{data}/{n}.pkl") for n in ("subs", "facts", "issues")]
 w = Warehouse(url, home)
 print("loading", flush=True)
@@ -235,6 +256,8 @@ def test_load_killed_mid_copy_leaves_warehouse_unchanged(
         left = list(journals.glob("*.json"))
         assert len(left) == 1 and json.loads(left[0].read_text("utf-8"))["state"] == "prepared"
         assert any((wh.lake.root / "_staging").rglob("*.parquet")), "the staged batch is still there"
+        staged = {p.stem for p in (wh.lake.root / "_staging").rglob("*.parquet")}
+        assert staged == killed_ids, "every file of the batch was staged before the kill"
     else:  # a duplicate project in the last row of the last COPY chunk: unique index violation
         last = len(facts) - 1
         facts.loc[last, "project_id"] = facts.loc[last - 1, "project_id"]
