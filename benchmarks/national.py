@@ -24,7 +24,9 @@ left out of both.
 
 The last line is one JSON object:
 ``{"rows": …, "files": …, "wall_s": …, "floor_s": …, "ratio": …, "peak_rss_mb": …, "peak_rss_tree_mb": …,
-"rerun_s": …}`` (``peak_rss_tree_mb``: with the reader processes or Dask workers).
+"rerun_s": …, "speed_python_s": …, "speed_hash_s": …}`` (``peak_rss_tree_mb``: with the reader
+processes or Dask workers; ``speed_*``: :func:`machine_speed`, for comparing runs made at
+different hours on this shared machine).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -228,6 +231,32 @@ class TreeRss:
         self._thread.join()
 
 
+def machine_speed() -> dict[str, float]:
+    """Seconds for two fixed pieces of work, timed just before the run: this shared machine's speed
+    drifts by tens of per cent from one hour to the next, and a wall time means little without
+    them. ``python``: a pure-Python loop (the GIL-bound share of a run); ``hash``: SHA-256 of
+    256 MB in C (memory and CPU). Best of three each."""
+    import hashlib
+
+    def python_loop() -> None:
+        total = 0
+        for i in range(5_000_000):
+            total += i % 7
+        assert total > 0
+
+    blob = bytes(range(256)) * (1 << 20)  # 256 MB
+
+    def best(work: Any) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - t)
+        return round(min(times), 3)
+
+    return {"python": best(python_loop), "hash": best(lambda: hashlib.sha256(blob).digest())}
+
+
 def start_prefect() -> float:
     """Start Prefect's temporary server (a trivial flow) so that the ingest's clock excludes it."""
     from prefect import flow
@@ -341,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare_home(home, url, data)
         _settings_env(home, url)
         server_s = start_prefect()
+        speed = machine_speed()
+        print(f"machine speed (s, best of 3; lower is faster): {speed}", flush=True)
         print(
             f"month: {manifest['counties']} counties, {len(files)} files, {manifest['rows_total']:,} progress rows "
             f"(data {data}); Prefect server start {server_s:.1f} s (not counted)",
@@ -436,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(peak),
         "peak_rss_tree_mb": round(tree.peak),
         "rerun_s": round(rerun, 2),
+        "speed_python_s": speed["python"],
+        "speed_hash_s": speed["hash"],
     }
     print(json.dumps(result))
     return 0
