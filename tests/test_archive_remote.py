@@ -301,6 +301,18 @@ def test_sftp_checks_the_host_key_and_the_password(sftp_server: SftpTestServer, 
 # --------------------------------------------------------------------------------------------
 
 
+def assert_settings_refused(
+    env: pytest.MonkeyPatch, variable: str, value: str, message: str, secret: str
+) -> None:
+    """Settings with ``variable`` = ``value`` are refused with ``message``, and ``secret`` (a
+    password inside the value) appears nowhere in the error."""
+    env.setenv(variable, value)
+    with pytest.raises(ValidationError) as err:
+        Settings()
+    assert message in str(err.value)
+    assert secret not in str(err.value)
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     for name in ("GAIBAO_ARCHIVE_URL", "GAIBAO_ARCHIVE_STORAGE_OPTIONS", "GAIBAO_ARCHIVE_VERIFY_MAX_BYTES"):
@@ -402,11 +414,7 @@ def test_sftp_archive_from_the_environment(
 def test_bad_archive_settings_are_refused_without_echoing_secrets(
     env: pytest.MonkeyPatch, variable: str, value: str, message: str
 ) -> None:
-    env.setenv(variable, value)
-    with pytest.raises(ValidationError) as err:
-        Settings()
-    assert message in str(err.value)
-    assert PASSWORD not in str(err.value)
+    assert_settings_refused(env, variable, value, message, PASSWORD)
 
 
 @pytest.mark.parametrize(
