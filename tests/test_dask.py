@@ -104,14 +104,16 @@ TWO_RUNS = textwrap.dedent(
         closed_at_exit["closed"] = flows.runners.local_cluster_address() is None
         print("EXIT " + json.dumps(closed_at_exit), flush=True)
 
-    atexit.register(report_exit)
-
     def executed_on_workers(address):
         from distributed import Client
         with Client(address, set_as_default=False, timeout=60) as client:
             return client.run(lambda dask_worker: (os.getpid(), dask_worker.state.executed_count))
 
     if __name__ == "__main__":
+        # Registered here, not at the top: processes started by spawn (the Dask workers) run this
+        # file's top level again as __mp_main__, and one printed its own EXIT line into the same
+        # stdout, on the same line as this process's (seen once in CI: JSONDecodeError).
+        atexit.register(report_exit)
         from flows.backfill import backfill
         from flows.runners import local_cluster_address, task_runner
 
