@@ -269,6 +269,25 @@ def plan_run(
     return RunPlan(period, chosen, chunked(chosen, max_chunks=100, min_size=25), known, archived, version)
 
 
+# A run that may read at least this many counties' new returns starts its judging processes
+# (tasks.judge.judge_in_shards) before fetching, so that their Great Expectations import
+# (about 3 s each) overlaps the fetch. A national month has 2,850 counties; a province about 100,
+# whose batch is too small to shard.
+PRESTART_JUDGING_COUNTIES = 500
+
+
+def prestart_judging(settings: Settings, plans: Sequence[RunPlan]) -> bool:
+    """Start the judging processes now if the run looks large enough to judge in shards."""
+    from tasks import readpool
+
+    new = sum(len(set(plan.counties) - {county for county, _ in plan.known}) for plan in plans)
+    workers = readpool.judging_processes(settings.read_processes) - 1
+    if new < PRESTART_JUDGING_COUNTIES or workers < 1:
+        return False
+    readpool.start_judging(workers)
+    return True
+
+
 @dataclass
 class Judged:
     """The judged returns of one period, per kind, ready to load."""
@@ -367,18 +386,19 @@ def judge_period(
     warehouse, settings: Settings, gathered: Gathered, suite_findings: dict[str, pd.DataFrame] | None = None
 ) -> Judged:
     """Judge one period's candidates: one batch per return kind, against the warehouse as it is now."""
-    from tasks.judge import judge_batch
+    from tasks.judge import judge_in_shards
 
     known_counties = set(warehouse.query("SELECT county_code FROM ref_division")["county_code"])
     judgements = {}
     for kind, candidates in gathered.by_kind.items():
         counties = sorted({c.county_code for c in candidates})
         previous = warehouse.previous_rows(kind, gathered.period, counties)
-        judgements[kind] = judge_batch(
+        judgements[kind] = judge_in_shards(
             kind,
             candidates,
             previous,
             known_counties,
+            processes=settings.read_processes,
             due_day=settings.due_day,
             tz=settings.timezone,
             suite_findings=(suite_findings or {}).get(kind),

@@ -23,6 +23,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -229,6 +230,123 @@ def judge_batch(
         len(issues),
     )
     return Judgement(submissions=submissions.reset_index(drop=True), facts=facts, issues=issues)
+
+
+# A batch is judged in shards only when each shard gets at least this many rows: below it, the
+# round trip to a worker (pickling the rows there and the judgement back) costs more than half
+# the judging saves. A national month's progress batch has about a million rows.
+SHARD_MIN_ROWS = 100_000
+
+
+def judge_in_shards(
+    kind: str,
+    candidates: list[Candidate],
+    previous: pd.DataFrame | None,
+    known_counties: set[str],
+    processes: int | None = None,
+    **options,
+) -> Judgement:
+    """:func:`judge_batch` over shards of whole counties at once: the first shard in this process,
+    the others in judging worker processes (``tasks.readpool``; one shard per process, up to
+    ``processes``, default one per CPU), then merged.
+
+    Every rule of a batch concerns one file, or one county against its own previous rows, so
+    judging the counties in separate shards gives the same submissions, facts and issues as one
+    batch: the tests compare both. ``submissions`` keep the candidates' order; the facts and the
+    issues come shard after shard (each submission's rows still together and in order). A shard
+    whose worker dies is judged here. Batches too small to pay for the round trip, and callers
+    that may not start processes (a Dask worker), judge in one batch here."""
+    from tasks import readpool
+
+    rows = sum(c.parsed.n_rows for c in candidates)
+    n = min(readpool.judging_processes(processes), rows // SHARD_MIN_ROWS)
+    if n < 2:
+        return judge_batch(kind, candidates, previous, known_counties, **options)
+    shards = _county_shards(candidates, n)
+    version = rules_version()
+    suite_findings = options.pop("suite_findings", None)
+    release = options.get("release_rows", False)
+
+    def inputs(shard: list[Candidate]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+        counties = {c.county_code for c in shard}
+        prev = None if previous is None else previous[previous["county_code"].isin(counties)]
+        found = None
+        if suite_findings is not None:
+            sids = {submission_id(c.kind, c.county_code, c.period, c.sha256, version) for c in shard}
+            found = suite_findings[suite_findings["submission_id"].isin(sids)]
+        return prev, found
+
+    futures = []
+    for shard in shards[1:]:
+        prev, found = inputs(shard)
+        future = readpool.submit_judging(
+            n - 1, judge_batch, kind, shard, prev, known_counties, suite_findings=found, **options
+        )
+        futures.append((shard, prev, found, future))
+    prev, found = inputs(shards[0])
+    parts = [judge_batch(kind, shards[0], prev, known_counties, suite_findings=found, **options)]
+    for shard, prev, found, future in futures:
+        part = None
+        if future is not None:
+            try:
+                part = future.result()
+            except BrokenProcessPool:
+                log.warning("a judging process died: judging its %d %s files here", len(shard), kind)
+                readpool.reset_judging()
+        if part is None:
+            part = judge_batch(kind, shard, prev, known_counties, suite_findings=found, **options)
+        elif release:
+            for cand in shard:  # the worker judged a copy: drop this process's rows too
+                cand.parsed.release_rows()
+        parts.append(part)
+    return _merge(parts, candidates, version)
+
+
+def _county_shards(candidates: list[Candidate], n: int) -> list[list[Candidate]]:
+    """``candidates`` in ``n`` shards of whole counties with about as many rows each, each shard
+    keeping the candidates' order."""
+    rows: dict[str | None, int] = {}
+    for cand in candidates:
+        rows[cand.county_code] = rows.get(cand.county_code, 0) + cand.parsed.n_rows
+    total = sum(rows.values())
+    shard_of: dict[str | None, int] = {}
+    done, shard = 0, 0
+    for county in sorted(rows, key=lambda c: (c is None, c or "")):
+        shard_of[county] = shard
+        done += rows[county]
+        if shard < n - 1 and done >= total * (shard + 1) / n:
+            shard += 1
+    shards: list[list[Candidate]] = [[] for _ in range(n)]
+    for cand in candidates:
+        shards[shard_of[cand.county_code]].append(cand)
+    return [s for s in shards if s]
+
+
+def _merge(parts: list[Judgement], candidates: list[Candidate], version: str) -> Judgement:
+    """One judgement from the shards' (see :func:`judge_in_shards` for the order)."""
+    position: dict[str, int] = {}
+    for cand in candidates:
+        position.setdefault(
+            submission_id(cand.kind, cand.county_code, cand.period, cand.sha256, version), len(position)
+        )
+
+    def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        frames = [f for f in frames if len(f)] or frames[:1]
+        # A column that is all empty in one shard can come out as object where another shard's
+        # is typed (text): give it the typed dtype, as one batch would have.
+        for name in frames[0].columns:
+            typed = [f[name].dtype for f in frames if f[name].dtype != object]
+            if typed and len(typed) < len(frames):
+                frames = [f if f[name].dtype != object else f.astype({name: typed[0]}) for f in frames]
+        return pd.concat(frames, ignore_index=True)
+
+    submissions = cat([p.submissions for p in parts])
+    order = np.argsort(submissions["submission_id"].map(position).to_numpy(dtype="int64"), kind="stable")
+    return Judgement(
+        submissions=submissions.iloc[order].reset_index(drop=True),
+        facts=cat([p.facts for p in parts]),
+        issues=cat([p.issues for p in parts]),
+    )
 
 
 def prevalidate(kind: str, candidates: list[Candidate]) -> pd.DataFrame:

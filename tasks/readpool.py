@@ -57,16 +57,20 @@ def _warm() -> None:  # pragma: no cover - runs in the worker
     import tasks.normalise  # noqa: F401  (pandas, pyarrow: imported once, before the first file)
 
 
+def _context() -> Any:
+    # forkserver: forking a process that runs threads (Prefect's) is unsafe.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tasks.read"])
+    return ctx
+
+
 def _get_pool(processes: int) -> ProcessPoolExecutor:
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size != processes:
             if _pool is not None:
                 _pool.shutdown(wait=False, cancel_futures=True)
-            # forkserver: forking a process that runs threads (Prefect's) is unsafe.
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["tasks.read"])
-            _pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_warm)
+            _pool = ProcessPoolExecutor(max_workers=processes, mp_context=_context(), initializer=_warm)
             _pool_size = processes
         return _pool
 
@@ -79,9 +83,77 @@ def _reset_pool() -> None:
         _pool = None
 
 
+# --------------------------------------------------------------------------------------------
+# Judging processes: a second, separate pool for the shards of a large batch (tasks.judge.
+# judge_in_shards). Its workers import Great Expectations when they start (about 3 s), so a run
+# that knows early it will judge a large batch starts them before fetching (start_judging): the
+# import then overlaps the fetch instead of delaying the judging.
+
+_judge_pool: ProcessPoolExecutor | None = None
+_judge_size = 0
+
+
+def _warm_judging() -> None:  # pragma: no cover - runs in the worker
+    from tasks.validate import warm_gx
+
+    warm_gx()
+
+
+def judging_processes(processes: int | None = None) -> int:
+    """How many judging processes may run here (0: judge in this process only)."""
+    return _usable(processes, 1, 1)
+
+
+def _get_judge_pool(processes: int) -> ProcessPoolExecutor:
+    global _judge_pool, _judge_size
+    with _lock:
+        if _judge_pool is None or _judge_size != processes:
+            if _judge_pool is not None:
+                _judge_pool.shutdown(wait=False, cancel_futures=True)
+            _judge_pool = ProcessPoolExecutor(
+                max_workers=processes, mp_context=_context(), initializer=_warm_judging
+            )
+            _judge_size = processes
+        return _judge_pool
+
+
+def _reset_judge_pool() -> None:
+    global _judge_pool
+    with _lock:
+        if _judge_pool is not None:
+            _judge_pool.shutdown(wait=False, cancel_futures=True)
+        _judge_pool = None
+
+
+def start_judging(processes: int) -> None:
+    """Start ``processes`` judging workers now, in the background (each imports GX as it starts)."""
+    if processes <= 0:
+        return
+    pool = _get_judge_pool(processes)
+    for _ in range(processes):
+        pool.submit(_ping)  # a worker is started per job submitted while none is idle
+
+
+def submit_judging(processes: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in one of ``processes`` judging workers: a future, or None when the
+    pool cannot take work (the caller then does it here)."""
+    try:
+        return _get_judge_pool(processes).submit(fn, *args, **kwargs)
+    except (BrokenProcessPool, RuntimeError, OSError) as exc:
+        log.warning("judging processes unavailable (%s): judging here", exc)
+        _reset_judge_pool()
+        return None
+
+
+def reset_judging() -> None:
+    """Drop the judging pool (after one of its workers died)."""
+    _reset_judge_pool()
+
+
 @atexit.register
 def _shutdown() -> None:
     _reset_pool()
+    _reset_judge_pool()
 
 
 def _usable(processes: int | None, n_items: int, minimum: int) -> int:

@@ -34,7 +34,9 @@ def plan_runs(
     wh, settings: Settings, periods: Sequence[str], counties: Sequence[str] | None, force: bool
 ) -> list[plain.RunPlan]:
     """Per period: which counties to fetch, in which chunks, and which payloads are already judged."""
-    return [plain.plan_run(wh, settings, period, counties, force) for period in periods]
+    plans = [plain.plan_run(wh, settings, period, counties, force) for period in periods]
+    plain.prestart_judging(settings, plans)
+    return plans
 
 
 @task(name="fetch_returns", retries=1, retry_delay_seconds=5, persist_result=False, cache_policy=NO_CACHE)

@@ -139,6 +139,13 @@ def _gx_suite(kind: str) -> Any:
     return state["suites"][kind]
 
 
+def warm_gx(kinds: tuple[str, ...] = ("progress", "funding")) -> None:
+    """Import GX and build its context and the suites of ``kinds`` now (a judging worker does
+    this as it starts, so that its first batch does not wait for it)."""
+    for kind in kinds:
+        _gx_suite(kind)
+
+
 def _suite_columns(kind: str) -> list[str]:
     """Every column the suite reads: expectation columns and those named in row conditions."""
     names: list[str] = []
@@ -395,13 +402,12 @@ def _lengths_ok(values: pd.Series, kwargs: dict[str, Any]) -> np.ndarray:
 
 _PANDAS_CHECKS: dict[str, Any] = {
     "expect_column_values_to_be_between": _between_ok,
-    "expect_column_values_to_match_regex": lambda values, kw: pd.Series(values.to_numpy())
-    .astype(str)
-    .str.contains(kw["regex"], regex=True)
-    .to_numpy(dtype=bool),
-    "expect_column_values_to_be_in_set": lambda values, kw: pd.Series(values.to_numpy())
-    .isin(kw["value_set"])
-    .to_numpy(dtype=bool),
+    "expect_column_values_to_match_regex": lambda values, kw: (
+        pd.Series(values.to_numpy()).astype(str).str.contains(kw["regex"], regex=True).to_numpy(dtype=bool)
+    ),
+    "expect_column_values_to_be_in_set": lambda values, kw: (
+        pd.Series(values.to_numpy()).isin(kw["value_set"]).to_numpy(dtype=bool)
+    ),
     "expect_column_value_lengths_to_be_between": _lengths_ok,
 }
 _PANDAS_KWARGS = {"column", "row_condition", "condition_parser", "min_value", "max_value", "strict_min",

@@ -336,3 +336,110 @@ def test_release_rows_judges_the_same_and_frees_each_files_rows(tmp_path: Path) 
         assert len(cand.parsed.total_grid) == (1 if cand.county_code == "340321" else 0)
         with pytest.raises(RuntimeError, match="released"):
             _ = cand.parsed.rows
+
+
+def _positions(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """``frame`` stably sorted by its submissions' order in ``order``."""
+    rank = frame["submission_id"].map({sid: i for i, sid in enumerate(order)})
+    return frame.iloc[rank.argsort(kind="stable").to_numpy()].reset_index(drop=True)
+
+
+def test_judging_in_shards_gives_the_single_batch_judgement(tmp_path: Path, monkeypatch) -> None:
+    """A large batch is judged by county shards, one in a judging worker process: the same
+    submissions (in the candidates' order), facts and issues as one batch, cross-period rules
+    included (each shard gets its own counties' previous rows)."""
+    from tasks import judge as judge_module
+    from tasks import readpool
+
+    d = tmp_path / "night"
+    d.mkdir()
+    files = {
+        "340321": write_csv(d / "340321.csv", rows_for("340321", 3), title="怀远县全面改薄项目进展月报"),
+        "340322": write_csv(d / "340322.csv", rows_for("340399")),  # WRONG_COUNTY
+        "340323": write_csv(d / "340323.csv", rows_for("340323", period="2017/05")),  # WRONG_PERIOD
+        "340325": write_csv(d / "340325.csv", rows_for("340325", school_code="123")),  # every row rejected
+        "340326": write_csv(
+            d / "340326.csv",
+            [
+                *rows_for("340326", 2),
+                {**ROW, "county_code": "340326", "project_id": "BAD", "funds_local_wan": "-1"},
+            ],
+        ),
+        "340327": write_csv(
+            d / "340327.csv",
+            rows_for("340327", 2),
+            total={"school_name": "合计", "planned_area_m2": "2000", "completed_invest_wan": "101"},
+        ),
+    }
+    (d / "340328.csv").write_text("这不是报表\n只是几行文字\n", encoding="utf-8")
+    files["340328"] = d / "340328.csv"
+    # Previous rows for two counties, one in each shard: a dropped project and a regression.
+    previous = pd.concat(
+        [
+            judge_file(
+                write_csv(
+                    tmp_path / f"prev{c}.csv", rows_for(c, 3, period="2017-05", completed_area_m2="700")
+                ).read_bytes(),
+                f"prev{c}.csv",
+                known_counties=KNOWN,
+            ).facts
+            for c in ("340321", "340327")
+        ],
+        ignore_index=True,
+    )
+
+    def candidates() -> list[Candidate]:
+        return [candidate(path, county) for county, path in files.items()]
+
+    single = judge_batch("progress", candidates(), previous, KNOWN)
+    monkeypatch.setattr(judge_module, "SHARD_MIN_ROWS", 1)
+    cands = candidates()
+    shards = judge_module._county_shards(cands, 2)
+    assert len(shards) == 2 and {c.county_code for c in shards[0]}.isdisjoint(
+        c.county_code for c in shards[1]
+    )
+    sharded = judge_module.judge_in_shards("progress", cands, previous, KNOWN, processes=2, release_rows=True)
+    pool = readpool._judge_pool
+    assert pool is not None and pool._processes, "the second shard went to a judging process"
+
+    order = single.submissions["submission_id"].tolist()
+    pd.testing.assert_frame_equal(sharded.submissions, single.submissions)
+    pd.testing.assert_frame_equal(_positions(sharded.facts, order), _positions(single.facts, order))
+    pd.testing.assert_frame_equal(_positions(sharded.issues, order), _positions(single.issues, order))
+    rules = set(single.issues["rule"])
+    assert {"WRONG_COUNTY", "WRONG_PERIOD", "ALL_ROWS_REJECTED", "TOTAL_MISMATCH", "DROPPED_PROJECT"} <= rules
+    assert "REGRESSION" in rules
+    assert len(previous) == 6 and set(
+        single.issues.loc[single.issues["rule"] == "REGRESSION", "county_code"]
+    ) == {
+        "340321",
+        "340327",
+    }
+    for cand in cands:  # released in both processes: this one holds no rows of either shard
+        if cand.parsed.refusal is None:
+            with pytest.raises(RuntimeError, match="released"):
+                _ = cand.parsed.rows
+
+
+def test_judging_in_shards_falls_back_to_this_process(tmp_path: Path, monkeypatch) -> None:
+    """When the judging processes cannot take the shard (a broken pool), it is judged here."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tasks import judge as judge_module
+    from tasks import readpool
+
+    paths = {c: write_csv(tmp_path / f"{c}.csv", rows_for(c, 2)) for c in ("340321", "340326")}
+    single = judge_batch("progress", [candidate(p, c) for c, p in paths.items()], None, KNOWN)
+    monkeypatch.setattr(judge_module, "SHARD_MIN_ROWS", 1)
+
+    class Broken:
+        def submit(self, *args, **kwargs):
+            raise BrokenProcessPool("a judging process died")
+
+    monkeypatch.setattr(readpool, "_get_judge_pool", lambda processes: Broken())
+    sharded = judge_module.judge_in_shards(
+        "progress", [candidate(p, c) for c, p in paths.items()], None, KNOWN, processes=2
+    )
+    pd.testing.assert_frame_equal(sharded.submissions, single.submissions)
+    pd.testing.assert_frame_equal(sharded.facts, single.facts)
+    pd.testing.assert_frame_equal(sharded.issues, single.issues)
