@@ -280,7 +280,7 @@ def judge_in_shards(
     for shard in shards[1:]:
         prev, found = inputs(shard)
         future = readpool.submit_judging(
-            n - 1, judge_batch, kind, shard, prev, known_counties, suite_findings=found, **options
+            n - 1, _judge_shard, version, kind, shard, prev, known_counties, suite_findings=found, **options
         )
         futures.append((shard, prev, found, future))
     prev, found = inputs(shards[0])
@@ -293,6 +293,9 @@ def judge_in_shards(
             except BrokenProcessPool:
                 log.warning("a judging process died: judging its %d %s files here", len(shard), kind)
                 readpool.reset_judging()
+            except _OtherRules as exc:
+                log.warning("%s: judging its %d %s files here", exc, len(shard), kind)
+                readpool.reset_judging()
         if part is None:
             part = judge_batch(kind, shard, prev, known_counties, suite_findings=found, **options)
         elif release:
@@ -300,6 +303,17 @@ def judge_in_shards(
                 cand.parsed.release_rows()
         parts.append(part)
     return _merge(parts, candidates, version)
+
+
+class _OtherRules(RuntimeError):
+    """A judging process read other suites than this one (they changed on disk meanwhile)."""
+
+
+def _judge_shard(version: str, *args, **kwargs) -> Judgement:  # runs in a judging process
+    """:func:`judge_batch`, refused if this process's rules are not ``version`` (the caller's)."""
+    if rules_version() != version:
+        raise _OtherRules(f"the judging process has rules {rules_version()}, not {version}")
+    return judge_batch(*args, **kwargs)
 
 
 def _county_shards(candidates: list[Candidate], n: int) -> list[list[Candidate]]:

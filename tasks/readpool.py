@@ -13,6 +13,7 @@ spreads the chunks over processes. ``processes=0`` parses in the calling thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -94,9 +95,19 @@ _judge_size = 0
 
 
 def _warm_judging() -> None:  # pragma: no cover - runs in the worker
-    from tasks.validate import warm_gx
+    """Import GX in a background thread of the new worker, at the lowest CPU priority: started
+    during the fetch, the import takes only CPU time the reader processes leave idle. The
+    worker's own thread keeps normal priority (Linux nices threads one by one); a batch that
+    arrives before the import is done waits for it on the import lock."""
 
-    warm_gx()
+    def warm() -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        from tasks.validate import warm_gx
+
+        warm_gx()
+
+    threading.Thread(target=warm, name="warm-gx", daemon=True).start()
 
 
 def judging_processes(processes: int | None = None) -> int:

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import string
+import threading
 import warnings
 from functools import cache, lru_cache
 from pathlib import Path
@@ -82,10 +83,16 @@ def plain_message(kind: str, rule: str) -> str:
 
 
 _GX_STATE: dict[str, Any] = {}
+_GX_LOCK = threading.Lock()
 
 
 def _gx() -> dict[str, Any]:
     """The process-wide GX context and batch definition (imported on first use)."""
+    with _GX_LOCK:  # a judging worker warms GX in a thread while its first batch may arrive
+        return _gx_locked()
+
+
+def _gx_locked() -> dict[str, Any]:
     if not _GX_STATE:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         with warnings.catch_warnings():
@@ -111,6 +118,11 @@ def _gx() -> dict[str, Any]:
 
 def _gx_suite(kind: str) -> Any:
     state = _gx()
+    with _GX_LOCK:
+        return _gx_suite_locked(state, kind)
+
+
+def _gx_suite_locked(state: dict[str, Any], kind: str) -> Any:
     if kind not in state["suites"]:
         from great_expectations.core import ExpectationSuite
         from great_expectations.expectations.expectation_configuration import ExpectationConfiguration

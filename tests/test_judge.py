@@ -421,8 +421,11 @@ def test_judging_in_shards_gives_the_single_batch_judgement(tmp_path: Path, monk
                 _ = cand.parsed.rows
 
 
-def test_judging_in_shards_falls_back_to_this_process(tmp_path: Path, monkeypatch) -> None:
-    """When the judging processes cannot take the shard (a broken pool), it is judged here."""
+@pytest.mark.parametrize("failure", ["broken pool", "worker died", "other rules"])
+def test_judging_in_shards_falls_back_to_this_process(tmp_path: Path, monkeypatch, failure: str) -> None:
+    """A shard the judging processes cannot judge is judged here: the pool cannot take it, its
+    worker died, or the worker read other suites than this process (changed on disk meanwhile)."""
+    from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
     from tasks import judge as judge_module
@@ -431,15 +434,27 @@ def test_judging_in_shards_falls_back_to_this_process(tmp_path: Path, monkeypatc
     paths = {c: write_csv(tmp_path / f"{c}.csv", rows_for(c, 2)) for c in ("340321", "340326")}
     single = judge_batch("progress", [candidate(p, c) for c, p in paths.items()], None, KNOWN)
     monkeypatch.setattr(judge_module, "SHARD_MIN_ROWS", 1)
+    calls = []
 
-    class Broken:
-        def submit(self, *args, **kwargs):
-            raise BrokenProcessPool("a judging process died")
+    class Pool:
+        def submit(self, fn, *args, **kwargs):
+            calls.append(fn)
+            if failure == "broken pool":
+                raise BrokenProcessPool("a judging process died")
+            future = Future()
+            if failure == "worker died":
+                future.set_exception(BrokenProcessPool("a judging process died"))
+            else:  # what _judge_shard raises in a worker whose suites differ
+                with pytest.raises(judge_module._OtherRules) as refused:
+                    fn("0123456789ab", *args[1:], **kwargs)
+                future.set_exception(refused.value)
+            return future
 
-    monkeypatch.setattr(readpool, "_get_judge_pool", lambda processes: Broken())
+    monkeypatch.setattr(readpool, "_get_judge_pool", lambda processes: Pool())
     sharded = judge_module.judge_in_shards(
         "progress", [candidate(p, c) for c, p in paths.items()], None, KNOWN, processes=2
     )
+    assert calls == [judge_module._judge_shard]
     pd.testing.assert_frame_equal(sharded.submissions, single.submissions)
     pd.testing.assert_frame_equal(sharded.facts, single.facts)
     pd.testing.assert_frame_equal(sharded.issues, single.issues)
