@@ -208,6 +208,43 @@ class Lake:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
+    # Lake-relative paths as plain strings: a national batch moves thousands of files, and building
+    # them as Path objects (file_path, relative, absolute) cost more than the renames themselves.
+    def relative_file(self, kind: str, period: str, county_code: str, submission_id: str) -> str:
+        """:meth:`file_path` relative to the root, as a string."""
+        return (
+            f"{_check(kind, _KIND_RE, 'kind')}/period={_check(period, _PERIOD_RE, 'period')}"
+            f"/county={_check(county_code, _COUNTY_RE, 'county_code')}"
+            f"/{_check(submission_id, _SID_RE, 'submission_id')}.parquet"
+        )
+
+    def staged_relative(self, load_id: str, kind: str, submission_ids: Iterable[str]) -> dict[str, str]:
+        """:meth:`staged_paths` relative to the root, as strings."""
+        base = f"_staging/{_check(load_id, _SID_RE, 'load_id')}/{_check(kind, _KIND_RE, 'kind')}"
+        return {sid: f"{base}/{_check(sid, _SID_RE, 'submission_id')}.parquet" for sid in submission_ids}
+
+    def list_partitions(
+        self, kind: str, partitions: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[str]]:
+        """The files of each (period, county_code) partition, lake-relative and sorted, as
+        :meth:`partition_files` finds them (every entry named ``*.parquet``); partitions without a
+        folder are left out. One ``scandir`` per partition, strings only."""
+        root = os.fspath(self.root)
+        _check(kind, _KIND_RE, "kind")
+        out: dict[tuple[str, str], list[str]] = {}
+        for period, county_code in partitions:
+            rel = (
+                f"{kind}/period={_check(period, _PERIOD_RE, 'period')}"
+                f"/county={_check(county_code, _COUNTY_RE, 'county_code')}"
+            )
+            try:
+                with os.scandir(f"{root}/{rel}") as entries:
+                    names = sorted(e.name for e in entries if e.name.endswith(".parquet"))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            out[(period, county_code)] = [f"{rel}/{name}" for name in names]
+        return out
+
     def absolute(self, rel: str) -> Path:
         """A journal's lake-relative path as a path under the root (never outside it)."""
         parts = rel.split("/")
@@ -290,6 +327,35 @@ class Lake:
 def move(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     src.replace(dst)
+
+
+def make_dirs(root: Path, rel_dirs: Iterable[str], stop: threading.Event | None = None) -> None:
+    """Create the lake-relative folders ``rel_dirs`` under ``root`` (parents too; existing ones are
+    left alone), in order, until ``stop`` is set. A load creates its destination folders with this
+    ahead of its renames, while its COPY runs: one ``mkdir`` costs about as much as 10 renames."""
+    base = os.fspath(root)
+    for rel in rel_dirs:
+        if stop is not None and stop.is_set():
+            return
+        path = f"{base}/{rel}"
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # the first folder of a new period, kind or lake
+            os.makedirs(path, exist_ok=True)
+
+
+def rename(src: str, dst: str) -> None:
+    """Move ``src`` to ``dst`` (replacing it), making ``dst``'s folder if it is not there (it was
+    made ahead of time, and a concurrent repair may have pruned it as empty since)."""
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        if not os.path.lexists(src):
+            raise
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(src, dst)
 
 
 def prune_empty_dirs(start: Path, stop: Path) -> None:

@@ -7,9 +7,9 @@ SQL. The protocol of ``load_batch``:
 2. stage the batch's fact rows as Parquet under ``lake/_staging/<load_id>/`` (one pyarrow call);
 3. SQL transaction: lock the (kind, county, period) keys, decide who supersedes whom, save the
    before-image of the touched ``submission``/``dq_issue`` rows next to the journal, write the
-   planned file moves to the journal (state ``prepared``), delete/update/insert, insert a commit
-   marker row into ``warehouse_load``, swap the lake partitions (old files to
-   ``lake/_trash/<load_id>/``), commit;
+   planned file moves to the journal (state ``prepared``), delete/update/insert (a second thread
+   makes the moves' destination folders meanwhile), insert a commit marker row into
+   ``warehouse_load``, swap the lake partitions (old files to ``lake/_trash/<load_id>/``), commit;
 4. journal state ``committed``; delete trash, staging, the marker row and the journal.
 
 Any failure before the commit rolls the SQL back and moves every file back. A failure after the
@@ -163,6 +163,25 @@ def _chunks(seq: Sequence[Any], n: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
         yield seq[i : i + n]
 
 
+def _matching(
+    conn: sa.Connection, column: sa.Column, values: Iterable[Any]
+) -> Iterator[sa.ColumnElement[bool]]:
+    """Conditions ``column IN values``, one per statement to run, ``IN_CHUNK`` values each. On
+    PostgreSQL ``column = ANY(:array)``: one parameter, where an IN list of 900 bound values costs
+    SQLAlchemy and psycopg tens of milliseconds of Python per statement to expand and convert. The
+    chunks stay (not one array for the whole batch): the server plans each statement with the same
+    row estimates as before."""
+    values = list(values)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        for chunk in _chunks(values):
+            yield column == sa.any_(sa.bindparam(None, list(chunk), type_=ARRAY(column.type), unique=True))
+        return
+    for chunk in _chunks(values):
+        yield column.in_(chunk)
+
+
 def _lock_key(kind: str, county_code: str, period: str) -> int:
     digest = hashlib.sha256(f"{kind}|{county_code}|{period}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -187,6 +206,27 @@ def _py(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+def _isin(series: pd.Series, values: Iterable[Any]) -> pd.Series:
+    """``series.isin(values)`` for a column of ids or codes. pandas' own isin on Arrow-backed text
+    (pandas 3's ``str``) makes a pyarrow scalar of every value first: ~28 ms for a national batch's
+    2,850 ids, against under 1 ms asking pyarrow directly. Other columns go to pandas."""
+    values = values if isinstance(values, list) else list(values)
+    if len(series) and values and all(type(v) is str for v in values):
+        try:
+            arr = pa.array(series, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return series.isin(values)
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            mask = pc.is_in(arr, value_set=pa.array(values, type=arr.type)).fill_null(False)
+            return pd.Series(mask.to_numpy(zero_copy_only=False), index=series.index, dtype=bool)
+    return series.isin(values)
+
+
+def _pairs(frame: pd.DataFrame, a: str, b: str) -> Iterator[tuple[Any, Any]]:
+    """``zip(frame[a], frame[b])`` without iterating Arrow-backed columns value by value."""
+    return zip(frame[a].tolist(), frame[b].tolist(), strict=True)
 
 
 def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict[str, Any]]:
@@ -446,8 +486,9 @@ class _Journal:
     def write(self, **changes: Any) -> None:
         self.data.update(changes)
         tmp = self.path.with_suffix(".json.tmp")
+        text = json.dumps(self.data, ensure_ascii=False)  # one string: json.dump writes piece by piece
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh, ensure_ascii=False)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
@@ -801,7 +842,7 @@ class Warehouse:
         batch_winner = acc.drop_duplicates(["county_code", "period"], keep="last")
         batch_winner_ids = set(batch_winner["submission_id"])
         if len(facts):
-            keep = facts["submission_id"].isin(batch_winner_ids)
+            keep = _isin(facts["submission_id"], batch_winner_ids)
             if not keep.all():  # avoid copying a million rows when nothing is dropped
                 facts = facts[keep]
         fact_data = frame_to_arrow(facts, fact_table)
@@ -823,8 +864,8 @@ class Warehouse:
         staging = stager.submit(self.lake.stage, load_id, kind, fact_data)
         try:
             sids = pc.unique(fact_data["submission_id"]).to_pylist() if fact_data.num_rows else []
-            staged = self.lake.staged_paths(load_id, kind, sids)
-            keys = sorted({(kind, c, p) for c, p in zip(subs["county_code"], subs["period"], strict=True)})
+            staged = self.lake.staged_relative(load_id, kind, sids)
+            keys = sorted({(kind, c, p) for c, p in _pairs(subs, "county_code", "period")})
             t_sql = time.perf_counter()
             with self._write_txn(keys) as conn:
                 result = self._load_sql(
@@ -886,7 +927,7 @@ class Warehouse:
         keys = ["submission_id", "county_code", "period"]
         triples = fact_data.select(keys).group_by(keys).aggregate([])
         expected = dict(
-            zip(subs["submission_id"], zip(subs["county_code"], subs["period"], strict=True), strict=True)
+            zip(subs["submission_id"].tolist(), _pairs(subs, "county_code", "period"), strict=True)
         )
         for sid, c, p in zip(*(triples[k].to_pylist() for k in keys), strict=True):
             if expected.get(sid) != (c, p):
@@ -895,7 +936,7 @@ class Warehouse:
     def _prepare_issues(self, issues: pd.DataFrame, subs: pd.DataFrame, kind: str) -> pa.Table:
         if issues is None or len(issues) == 0:
             return dq_issue_schema_empty()
-        frame = issues[issues["submission_id"].isin(set(subs["submission_id"]))].copy()
+        frame = issues[_isin(issues["submission_id"], subs["submission_id"].tolist())].copy()
         frame["kind"] = kind
         seq = frame.groupby("submission_id", sort=False).cumcount()
         frame["issue_id"] = frame["submission_id"].astype(str) + ":" + seq.astype(str).str.zfill(6)
@@ -910,26 +951,22 @@ class Warehouse:
         the key locks) and decide the winners and the partitions whose current file changes."""
         s = submission
         batch_ids = subs["submission_id"].tolist()
-        periods = sorted(set(subs["period"]))
+        periods = sorted(set(subs["period"].tolist()))
         # What the warehouse holds now for these keys and ids (read under the key locks).
         existing_rows: list[Any] = []
-        for chunk in _chunks(sorted(set(subs["county_code"]))):
-            q = sa.select(s).where(s.c.kind == kind, s.c.period.in_(periods), s.c.county_code.in_(chunk))
+        for in_counties in _matching(conn, s.c.county_code, sorted(set(subs["county_code"].tolist()))):
+            q = sa.select(s).where(s.c.kind == kind, s.c.period.in_(periods), in_counties)
             existing_rows.extend(conn.execute(q).mappings().all())
-        for chunk in _chunks(batch_ids):
-            existing_rows.extend(
-                conn.execute(sa.select(s).where(s.c.submission_id.in_(chunk))).mappings().all()
-            )
+        for in_ids in _matching(conn, s.c.submission_id, batch_ids):
+            existing_rows.extend(conn.execute(sa.select(s).where(in_ids)).mappings().all())
         existing = pd.DataFrame([dict(r) for r in existing_rows], columns=[c.name for c in s.columns])
         existing = existing.drop_duplicates("submission_id")
-        batch_keys = set(zip(subs["county_code"], subs["period"], strict=True))
-        in_keys = [
-            (c, p) in batch_keys for c, p in zip(existing["county_code"], existing["period"], strict=True)
-        ]
+        batch_keys = set(_pairs(subs, "county_code", "period"))
+        in_keys = [(c, p) in batch_keys for c, p in _pairs(existing, "county_code", "period")]
         existing = existing[
-            pd.Series(in_keys, index=existing.index, dtype=bool) | existing["submission_id"].isin(batch_ids)
+            pd.Series(in_keys, index=existing.index, dtype=bool) | _isin(existing["submission_id"], batch_ids)
         ]
-        others = existing[~existing["submission_id"].isin(batch_ids) & (existing["status"] == "accepted")]
+        others = existing[~_isin(existing["submission_id"], batch_ids) & (existing["status"] == "accepted")]
         other_by_key = {
             (c, p): (sid, _utc(rt))
             for c, p, sid, rt in others[["county_code", "period", "submission_id", "received_at"]].itertuples(
@@ -951,17 +988,15 @@ class Warehouse:
                 to_supersede.append(other[0])
         winner_ids = set(winners.values())
         status = subs["status"].where(
-            ~((subs["status"] == "accepted") & ~subs["submission_id"].isin(winner_ids)), "superseded"
+            ~((subs["status"] == "accepted") & ~_isin(subs["submission_id"], winner_ids)), "superseded"
         )
         subs = subs.assign(status=status)
         prev_accepted_batch = existing[
-            existing["submission_id"].isin(batch_ids) & (existing["status"] == "accepted")
+            _isin(existing["submission_id"], batch_ids) & (existing["status"] == "accepted")
         ]
 
         # Partitions whose current file changes.
-        swap_keys = set(winners) | set(
-            zip(prev_accepted_batch["county_code"], prev_accepted_batch["period"], strict=True)
-        )
+        swap_keys = set(winners) | set(_pairs(prev_accepted_batch, "county_code", "period"))
         return _Plan(
             subs=subs,
             existing=existing,
@@ -978,10 +1013,10 @@ class Warehouse:
     def _before_image(self, conn: sa.Connection, plan: _Plan) -> tuple[pa.Table, pa.Table]:
         """The ``submission`` and ``dq_issue`` rows this load deletes or rewrites (the fact rows
         are in the lake files it replaces)."""
-        before_subs = plan.existing[plan.existing["submission_id"].isin(plan.touched)]
+        before_subs = plan.existing[_isin(plan.existing["submission_id"], plan.touched)]
         before_issue_parts = []
-        for chunk in _chunks(plan.batch_ids):
-            res = conn.execute(sa.select(dq_issue).where(dq_issue.c.submission_id.in_(chunk)))
+        for in_ids in _matching(conn, dq_issue.c.submission_id, plan.batch_ids):
+            res = conn.execute(sa.select(dq_issue).where(in_ids))
             before_issue_parts.append(pd.DataFrame(res.all(), columns=list(res.keys())))
         before_issues = (
             pd.concat(before_issue_parts)
@@ -1004,13 +1039,14 @@ class Warehouse:
         fact_table = FACT_TABLES[kind]
         batch_ids, to_supersede, winner_ids = plan.batch_ids, plan.to_supersede, plan.winner_ids
         existing, subs = plan.existing, plan.subs
-        for chunk in _chunks(sorted(set(to_supersede) | set(batch_ids))):
-            conn.execute(fact_table.delete().where(fact_table.c.submission_id.in_(chunk)))
-        for chunk in _chunks(batch_ids):
-            conn.execute(dq_issue.delete().where(dq_issue.c.submission_id.in_(chunk)))
-            conn.execute(s.delete().where(s.c.submission_id.in_(chunk)))
-        for chunk in _chunks(sorted(to_supersede)):
-            conn.execute(s.update().where(s.c.submission_id.in_(chunk)).values(status="superseded"))
+        for in_ids in _matching(conn, fact_table.c.submission_id, sorted(set(to_supersede) | set(batch_ids))):
+            conn.execute(fact_table.delete().where(in_ids))
+        for in_ids in _matching(conn, dq_issue.c.submission_id, batch_ids):
+            conn.execute(dq_issue.delete().where(in_ids))
+        for in_ids in _matching(conn, s.c.submission_id, batch_ids):
+            conn.execute(s.delete().where(in_ids))
+        for in_ids in _matching(conn, s.c.submission_id, sorted(to_supersede)):
+            conn.execute(s.update().where(in_ids).values(status="superseded"))
         now = datetime.now(UTC)
         kept_loaded_at = dict(zip(existing["submission_id"], existing["loaded_at"], strict=True))
         subs = subs.assign(
@@ -1024,7 +1060,14 @@ class Warehouse:
             received, loaded = _utc(r.get("received_at")), _utc(r["loaded_at"])
             r["received_at"] = received.to_pydatetime() if received is not None else None
             r["loaded_at"] = loaded.to_pydatetime() if loaded is not None else now
-        if sub_records:
+        if sub_records and conn.dialect.name == "postgresql":
+            # Binary COPY of the same values: 0.1 s for a national batch against 0.15-0.3 s of executemany.
+            fields = arrow_schema(s)
+            data = pa.Table.from_pylist(
+                sub_records, schema=pa.schema([fields.field(c) for c in sub_records[0]])
+            )
+            bulk_insert(conn, s, data)
+        elif sub_records:
             conn.execute(s.insert(), sub_records)
         facts_in = fact_data
         # some batch winners lost to newer returns
@@ -1063,22 +1106,29 @@ class Warehouse:
         batch_winner: pd.DataFrame,
         fact_data: pa.Table,
         issue_data: pa.Table,
-        staged: dict[str, Path],
+        staged: dict[str, str],
         journal: _Journal,
         staging: Future | None = None,
     ) -> LoadResult:
-        """The local lake's load inside the SQL transaction: plan, journal, SQL, partition swap."""
+        """The local lake's load inside the SQL transaction: plan, journal, SQL, partition swap.
+
+        Moves are lake-relative strings (``Lake.relative_file``, ``Lake.list_partitions``). The
+        folders they go to are made by a second thread while the SQL work runs, once the journal
+        lists the moves (so that an undo, or the repair after a kill, prunes them again); the files
+        themselves move only after the SQL work, as before."""
         lake = self._local_lake
         plan = self._plan(conn, kind, subs, batch_winner)
         moves: list[tuple[str, str]] = []
-        trash = lake.trash_dir(load_id)
-        for c, p in sorted(plan.swap_keys):
-            for f in lake.partition_files(kind, p, c):
-                rel = lake.relative(f)  # trash is flat: one directory, fewer slow metadata operations
-                moves.append((rel, lake.relative(trash / rel.replace("/", "__"))))
+        trash = lake.relative(lake.trash_dir(load_id))
+        swap_keys = sorted(plan.swap_keys)
+        current = lake.list_partitions(kind, [(p, c) for c, p in swap_keys])
+        for c, p in swap_keys:
+            for rel in current.get((p, c), ()):
+                # trash is flat: one directory, fewer slow metadata operations
+                moves.append((rel, f"{trash}/{rel.replace('/', '__')}"))
         for (c, p), sid in sorted(plan.winners.items()):
             if sid in staged:
-                moves.append((lake.relative(staged[sid]), lake.relative(lake.file_path(kind, p, c, sid))))
+                moves.append((staged[sid], lake.relative_file(kind, p, c, sid)))
 
         # Before-image of every row this load deletes or rewrites (the fact rows are the trashed files).
         before_subs, before_issues = self._before_image(conn, plan)
@@ -1096,28 +1146,47 @@ class Warehouse:
         )
         _maybe_fail("after_journal")
 
-        n_facts, n_issues, now = self._apply_sql(conn, kind, plan, fact_data, issue_data, len(staged))
-        conn.execute(
-            warehouse_load.insert().values(
-                load_id=load_id, kind=kind, committed_at=now, submissions=len(plan.subs), fact_rows=n_facts
+        # The moves' folders (most are new: a new period's partitions), made while the SQL runs.
+        # The thread has stopped before this method returns or raises: an undo never prunes under it.
+        stop_dirs = threading.Event()
+        dir_maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lake-dirs-{load_id}")
+        try:
+            dirs = dir_maker.submit(
+                lakemod.make_dirs, lake.root, sorted({posixpath.dirname(dst) for _, dst in moves}), stop_dirs
             )
-        )
+            n_facts, n_issues, now = self._apply_sql(conn, kind, plan, fact_data, issue_data, len(staged))
+            conn.execute(
+                warehouse_load.insert().values(
+                    load_id=load_id,
+                    kind=kind,
+                    committed_at=now,
+                    submissions=len(plan.subs),
+                    fact_rows=n_facts,
+                )
+            )
 
-        # The staged files must all be there before the swap.
-        t_wait = time.perf_counter()
-        if staging is not None:
-            written = staging.result()
-            if set(written) != set(staged):
-                raise RuntimeError(f"load {load_id}: staged {len(written)} files, expected {len(staged)}")
-        stage_wait = time.perf_counter() - t_wait
-        _maybe_fail("after_lake_stage")
+            # The staged files must all be there before the swap.
+            t_wait = time.perf_counter()
+            if staging is not None:
+                written = staging.result()
+                if set(written) != set(staged):
+                    raise RuntimeError(f"load {load_id}: staged {len(written)} files, expected {len(staged)}")
+            stage_wait = time.perf_counter() - t_wait
+            _maybe_fail("after_lake_stage")
+            dirs.result()
 
-        # Swap the lake partitions (inside the SQL transaction: a failure here rolls both back).
-        for i, (src, dst) in enumerate(moves):
-            lakemod.move(lake.absolute(src), lake.absolute(dst))
-            if i == 0:
-                _maybe_fail("during_lake_swap")
-        _maybe_fail("during_lake_swap")  # batches with fewer than one move
+            # Swap the lake partitions (inside the SQL transaction: a failure here rolls both back).
+            root = os.fspath(lake.root)
+            for i, (src, dst) in enumerate(moves):
+                lakemod.rename(f"{root}/{src}", f"{root}/{dst}")
+                if i == 0:
+                    _maybe_fail("during_lake_swap")
+            _maybe_fail("during_lake_swap")  # batches with fewer than one move
+        except BaseException:
+            stop_dirs.set()
+            raise
+        finally:
+            dir_maker.shutdown(wait=True)
 
         return self._result(load_id, kind, plan, n_facts, n_issues, stage_wait)
 
