@@ -65,22 +65,34 @@ def _context() -> Any:
     return ctx
 
 
+def _sized(
+    pool: ProcessPoolExecutor | None, size: int, processes: int, initializer: Any
+) -> tuple[ProcessPoolExecutor, int]:
+    """``pool`` if it has ``processes`` workers, else a new pool of that size (the old one shut down)."""
+    if pool is not None and size == processes:
+        return pool, size
+    _drop(pool)
+    return ProcessPoolExecutor(
+        max_workers=processes, mp_context=_context(), initializer=initializer
+    ), processes
+
+
+def _drop(pool: ProcessPoolExecutor | None) -> None:
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _get_pool(processes: int) -> ProcessPoolExecutor:
     global _pool, _pool_size
     with _lock:
-        if _pool is None or _pool_size != processes:
-            if _pool is not None:
-                _pool.shutdown(wait=False, cancel_futures=True)
-            _pool = ProcessPoolExecutor(max_workers=processes, mp_context=_context(), initializer=_warm)
-            _pool_size = processes
+        _pool, _pool_size = _sized(_pool, _pool_size, processes, _warm)
         return _pool
 
 
 def _reset_pool() -> None:
     global _pool
     with _lock:
-        if _pool is not None:
-            _pool.shutdown(wait=False, cancel_futures=True)
+        _drop(_pool)
         _pool = None
 
 
@@ -118,21 +130,14 @@ def judging_processes(processes: int | None = None) -> int:
 def _get_judge_pool(processes: int) -> ProcessPoolExecutor:
     global _judge_pool, _judge_size
     with _lock:
-        if _judge_pool is None or _judge_size != processes:
-            if _judge_pool is not None:
-                _judge_pool.shutdown(wait=False, cancel_futures=True)
-            _judge_pool = ProcessPoolExecutor(
-                max_workers=processes, mp_context=_context(), initializer=_warm_judging
-            )
-            _judge_size = processes
+        _judge_pool, _judge_size = _sized(_judge_pool, _judge_size, processes, _warm_judging)
         return _judge_pool
 
 
 def _reset_judge_pool() -> None:
     global _judge_pool
     with _lock:
-        if _judge_pool is not None:
-            _judge_pool.shutdown(wait=False, cancel_futures=True)
+        _drop(_judge_pool)
         _judge_pool = None
 
 
