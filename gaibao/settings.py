@@ -65,8 +65,9 @@ class Settings(BaseSettings):
     read_processes: int | None = Field(
         default=None,
         ge=0,
-        description="processes that parse county files in parallel (default: one per CPU when there "
-        "are two or more; 0: parse in the fetching thread)",
+        description="processes that parse county files in parallel, and the shards a large batch is "
+        "judged in (default: one per CPU when there are two or more; 0: parse in the fetching thread "
+        "and judge in one batch)",
     )
 
     # reports and mail
