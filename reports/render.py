@@ -14,7 +14,7 @@ from functools import lru_cache
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from reports.sections import Section
+from reports.sections import RowsSection, Section
 
 
 @lru_cache(maxsize=1)
@@ -85,9 +85,9 @@ class ReceiptContext:
     county_name: str
     period_label: str
     generated_at: str
-    submissions: Section
-    rejected: Section
-    warnings: Section
+    submissions: Section | RowsSection
+    rejected: Section | RowsSection
+    warnings: Section | RowsSection
     list_limit: int
 
 

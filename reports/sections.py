@@ -54,15 +54,40 @@ class Section:
 
     def html_rows(self, limit: int | None = None) -> list[list[tuple[str, bool]]]:
         """Rows of (display text, is_number) cells, at most ``limit`` rows."""
-        frame = self.frame if limit is None else self.frame.head(limit)
-        cols = [(c.key, c.fmt) for c in self.columns]
-        values = [frame[k].tolist() for k, _ in cols]
-        out = []
-        for i in range(len(frame)):
-            out.append(
-                [(display(values[j][i], fmt), fmt not in ("text", "date")) for j, (_, fmt) in enumerate(cols)]
-            )
-        return out
+        return html_cells(self.frame if limit is None else self.frame.head(limit), self.columns)
+
+
+def html_cells(frame: pd.DataFrame, columns: list[Col]) -> list[list[tuple[str, bool]]]:
+    """:meth:`Section.html_rows` of a whole frame: a list of (display text, is_number) cells a row."""
+    cols = [(c.key, c.fmt) for c in columns]
+    values = [frame[k].tolist() for k, _ in cols]
+    out = []
+    for i in range(len(frame)):
+        out.append(
+            [(display(values[j][i], fmt), fmt not in ("text", "date")) for j, (_, fmt) in enumerate(cols)]
+        )
+    return out
+
+
+@dataclass
+class RowsSection:
+    """A section whose rows are already display cells (:func:`html_cells`), for the HTML template
+    only: thousands of small sections (one per county's receipt) cut as list slices from the cells
+    of one big frame, instead of a pandas slice and conversion per county. Renders exactly as the
+    :class:`Section` of the same rows. ``rows`` may keep only the first rows of the ``n_rows``,
+    as many as the template shows (its ``limit``)."""
+
+    key: str
+    title_zh: str
+    headers: list[str]
+    rows: list[list[tuple[str, bool]]]
+    n_rows: int
+    note_zh: str = ""
+
+    def html_rows(self, limit: int | None = None) -> list[list[tuple[str, bool]]]:
+        if len(self.rows) < self.n_rows and (limit is None or not 0 <= limit <= len(self.rows)):
+            raise ValueError(f"section {self.key}: only {len(self.rows)} of its {self.n_rows} rows were kept")
+        return self.rows if limit is None else self.rows[:limit]
 
 
 def _missing(v: Any) -> bool:
