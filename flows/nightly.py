@@ -26,11 +26,8 @@ def nightly_ingest(period: str | None = None, counties: list[str] | None = None)
     wh = steps.prepare_warehouse(settings)
     summary = RunSummary(flow="nightly-ingest", periods=[period])
     ingest_periods(wh, settings, [period], counties, False, summary)
-    # The marts (SQL in the database) and the receipts (rendering and mail here) need only the
-    # loaded period, not each other: they run side by side.
-    marts = steps.refresh_marts.submit(wh, period)
+    steps.refresh_marts(wh, period)
     steps.send_receipts(wh, settings, period, summary)
-    marts.result()
     return steps.publish_summary(summary)
 
 
