@@ -27,10 +27,17 @@ P = "2018-06"
 
 
 def test_html_message_bytes_are_the_legacy_message_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Date and Message-ID come from the clock; fixed here. The Message-ID draws from ``random`` as
-    # the real one does, so both paths draw the same numbers in the same order (the boundary last).
+    # Date and Message-ID come from the clock; fixed here. The Message-ID and both paths' boundaries
+    # draw from one private, seeded generator (not the process-wide ``random``, which other threads
+    # of a test worker may draw from meanwhile), so both paths draw the same numbers in the same
+    # order (the boundary last).
+    import email.generator
+
+    draws = random.Random()
+    monkeypatch.setattr(email.generator, "random", draws)
+    monkeypatch.setattr(mail, "random", draws)
     monkeypatch.setattr(mail, "formatdate", lambda localtime=False: "Sat, 28 Nov 2026 08:56:47 -0000")
-    monkeypatch.setattr(mail, "make_msgid", lambda domain=None: f"<{random.getrandbits(64)}@{domain}>")
+    monkeypatch.setattr(mail, "make_msgid", lambda domain=None: f"<{draws.getrandbits(64)}@{domain}>")
     subjects = [
         "模拟330202县全面改薄月报回执（2018年12月）",
         "short",
@@ -56,12 +63,12 @@ def test_html_message_bytes_are_the_legacy_message_bytes(monkeypatch: pytest.Mon
     ]
     cases = list(itertools.product(subjects, htmls, senders, tos, extras))
     for seed, (subject, html, sender, to, (headers, after)) in enumerate(cases):
-        random.seed(seed)
+        draws.seed(seed)
         msg = build_html_message(sender, to, subject, html, headers)
         for name, value in after or []:
             msg[name] = value
         expected = message_bytes(msg)
-        random.seed(seed)
+        draws.seed(seed)
         assert html_message_bytes(sender, to, subject, html, headers, set_after=after) == expected, (
             subject,
             html[:40],
@@ -72,17 +79,22 @@ def test_html_message_bytes_are_the_legacy_message_bytes(monkeypatch: pytest.Mon
     assert len(cases) == 648
 
 
-def test_boundary_is_drawn_and_checked_as_the_generator_does() -> None:
-    random.seed(11)
+def test_boundary_is_drawn_and_checked_as_the_generator_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    import email.generator
+
+    draws = random.Random()  # private and seeded: other threads' draws cannot interleave
+    monkeypatch.setattr(email.generator, "random", draws)
+    monkeypatch.setattr(mail, "random", draws)
+    draws.seed(11)
     first = BytesGenerator._make_boundary()  # the boundary that seed draws first
     dash = b"--" + first.encode()
     clashing = b"x\n" + dash + b"\nmore\n" + dash + b".0--\n"  # the first two candidates clash
     inside = b"x " + dash + b" y\n"  # not on a line of its own: no clash
     crlf = b"x\r\n" + dash + b"\r\n"  # the generator's "$" is before a "\n" only: no clash either
     for text, expected in ((clashing, first + ".1"), (inside, first), (crlf, first), (b"", first)):
-        random.seed(11)
+        draws.seed(11)
         assert BytesGenerator._make_boundary(text) == expected
-        random.seed(11)
+        draws.seed(11)
         assert mail._make_boundary(text) == expected
 
 
