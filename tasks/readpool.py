@@ -134,13 +134,6 @@ def _get_judge_pool(processes: int) -> ProcessPoolExecutor:
         return _judge_pool
 
 
-def _reset_judge_pool() -> None:
-    global _judge_pool
-    with _lock:
-        _drop(_judge_pool)
-        _judge_pool = None
-
-
 def start_judging(processes: int) -> None:
     """Start ``processes`` judging workers now, in the background (each imports GX as it starts)."""
     if processes <= 0:
@@ -157,19 +150,22 @@ def submit_judging(processes: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return _get_judge_pool(processes).submit(fn, *args, **kwargs)
     except (BrokenProcessPool, RuntimeError, OSError) as exc:
         log.warning("judging processes unavailable (%s): judging here", exc)
-        _reset_judge_pool()
+        reset_judging()
         return None
 
 
 def reset_judging() -> None:
     """Drop the judging pool (after one of its workers died)."""
-    _reset_judge_pool()
+    global _judge_pool
+    with _lock:
+        _drop(_judge_pool)
+        _judge_pool = None
 
 
 @atexit.register
 def _shutdown() -> None:
     _reset_pool()
-    _reset_judge_pool()
+    reset_judging()
 
 
 def _usable(processes: int | None, n_items: int, minimum: int) -> int:
