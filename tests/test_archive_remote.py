@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import ValidationError
 
+import warehouse.archive as archive_module
 from gaibao.settings import Settings, parse_storage_options
 from tests.servers import SftpTestServer
 from warehouse.archive import Archive, ArchiveCorrupt
@@ -257,6 +259,91 @@ def test_concurrent_writers_of_the_same_bytes_leave_one_object(backend: Backend)
     assert not errors
     assert backend.files() == [rel(sha(content))]
     assert backend.archive.get(sha(content)) == content
+
+
+def test_put_many_stores_a_batch_once_and_verifies_what_is_there(backend: Backend) -> None:
+    """A fetch chunk's files in one call: new, repeated within the batch, and already present."""
+    present = CONTENTS[0]
+    backend.archive.put(present)
+    batch = [CONTENTS[1], present, CONTENTS[3], CONTENTS[1], CONTENTS[2]]
+    assert backend.archive.put_many(batch) == [sha(c) for c in batch]
+    assert backend.files() == sorted(rel(sha(c)) for c in CONTENTS)  # no temporary file left
+    for content in CONTENTS:
+        assert backend.archive.get(sha(content)) == content
+
+    forged = "篡改过的内容".encode()
+    backend.plant(rel(sha(forged)), b"x" * len(forged) if backend.rehashes else b"short")
+    with pytest.raises(ArchiveCorrupt):
+        backend.archive.put_many([CONTENTS[0], forged])
+
+
+def test_put_many_makes_the_bytes_durable_before_any_name_shows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local folder: one syncfs for every temporary file, before the first link; one after the
+    last link; none per object. Without syncfs (not Linux), each file and folder is fsynced."""
+    if archive_module._SYNCFS is None:
+        pytest.skip("no syncfs in this C library")
+    events: list[str] = []
+    real_syncfs, real_link, real_fsync = archive_module._syncfs, os.link, os.fsync
+
+    def syncfs(path: str) -> bool:
+        events.append("syncfs")
+        return real_syncfs(path)
+
+    def link(src: str, dst: str, **kw: object) -> None:
+        events.append("link")
+        real_link(src, dst, **kw)
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(archive_module, "_syncfs", syncfs)
+    monkeypatch.setattr(archive_module.os, "link", link)
+    monkeypatch.setattr(archive_module.os, "fsync", fsync)
+    contents = [f"第{i}号文件".encode() * 50 for i in range(20)]
+    archive = Archive(tmp_path / "archive")
+    assert archive.put_many(contents) == [sha(c) for c in contents]
+    assert events == ["syncfs", *["link"] * 20, "syncfs"]
+    assert all(archive.get(sha(c)) == c for c in contents)
+
+    events.clear()
+    monkeypatch.setattr(archive_module, "_SYNCFS", None)
+    monkeypatch.setattr(archive_module, "_syncfs", real_syncfs)
+    more = [f"第{i}号补报文件".encode() for i in range(3)]
+    assert archive.put_many(more) == [sha(c) for c in more]
+    folders = len({sha(c)[:2] for c in more})
+    assert events == [*["fsync"] * 3, *["link"] * 3, *["fsync"] * folders]
+    assert not list((tmp_path / "archive").rglob(".tmp-*"))
+
+
+@pytest.mark.parametrize("planted", ["same bytes", "other bytes"])
+def test_put_many_verifies_objects_placed_by_a_concurrent_writer(
+    tmp_path: Path, planted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local folder: the batch looked (nothing there), another writer placed one object before
+    the batch's link: that link is refused, the object is verified, the rest are stored."""
+    contents = ["先到的文件".encode(), "后到的文件".encode()]
+    archive = Archive(tmp_path / "archive")
+    store = archive._store
+    real_write_many = store.write_many
+
+    def write_many(targets: list[str], data: list[bytes]) -> list[bool]:
+        Path(targets[0]).parent.mkdir(parents=True, exist_ok=True)
+        Path(targets[0]).write_bytes(data[0] if planted == "same bytes" else "另一个文件的内容".encode())
+        return real_write_many(targets, data)
+
+    monkeypatch.setattr(store, "write_many", write_many)
+    if planted == "same bytes":
+        assert archive.put_many(contents) == [sha(c) for c in contents]
+    else:
+        with pytest.raises(ArchiveCorrupt):
+            archive.put_many(contents)
+    assert archive.get(sha(contents[1])) == contents[1]  # the other object is stored either way
+    assert sorted(
+        str(p.relative_to(tmp_path / "archive")) for p in (tmp_path / "archive").rglob("*") if p.is_file()
+    ) == sorted(rel(sha(c)) for c in contents)
 
 
 def test_iteration_lists_the_hashes_only(backend: Backend) -> None:

@@ -8,10 +8,16 @@ local folders. Storage options (passwords, keys, ``known_hosts``, S3 endpoints) 
 
 What holds where
 
-- **Local folder** (POSIX): the bytes go to a temporary file in the target's folder, are fsynced,
-  and are hard-linked into place; ``link`` fails when the target exists, so an object is never
-  replaced, not even by a concurrent writer, and a name never shows half-written bytes. The folder
-  is fsynced after the link.
+- **Local folder** (POSIX): the bytes go to a temporary file in the target's folder, are made
+  durable, and are hard-linked into place; ``link`` fails when the target exists, so an object is
+  never replaced, not even by a concurrent writer, and a name never shows half-written bytes. The
+  folder is made durable after the link. One object (``put``) is fsynced file and folder; a batch
+  (``put_many``, a fetch chunk's files) writes every temporary file first, then makes them all
+  durable with one ``syncfs`` of the archive's filesystem, links them all, and makes the links
+  durable with a second ``syncfs`` (Linux; elsewhere each file and folder is fsynced). The order
+  is the same as for one object, so a name still only ever shows durable bytes; the two fsyncs
+  per object were half the CPU time of archiving a national month here (10.1 against 5.1 CPU-s
+  for 5,700 objects).
 - **SFTP** (``sftp://`` or ``ssh://``, through ``sshfs`` on asyncssh): the bytes are uploaded to a
   temporary name in the target's folder, read back and compared, then moved with the standard
   SFTP ``rename``, which the server refuses when the target exists (OpenSSH implements it with
@@ -43,6 +49,8 @@ are kept as they are: the archive never repairs by overwriting. ``get`` always c
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import logging
 import os
@@ -51,7 +59,6 @@ import stat
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -96,8 +103,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _load_syncfs() -> Any:
+    """libc's ``syncfs(fd)`` (Linux), or None where there is none."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError, TypeError):
+        return None
+    syncfs.argtypes = [ctypes.c_int]
+    syncfs.restype = ctypes.c_int
+    return syncfs
+
+
+_SYNCFS = _load_syncfs()
+
+
+def _syncfs(path: str) -> bool:
+    """Write back everything of the filesystem holding ``path`` (one call for a whole batch);
+    False where ``syncfs`` is missing, and the caller then fsyncs file by file. Raises OSError
+    when the write-back failed (Linux reports write-back errors to syncfs since 5.8)."""
+    if _SYNCFS is None:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}", path)
+    finally:
+        os.close(fd)
+    return True
+
+
 class _PosixStore:
-    """A local folder: temp file, fsync, ``link`` (never replaces), fsync of the folder."""
+    """A local folder: temp file, fsync, ``link`` (never replaces), fsync of the folder; a batch
+    does the same with one ``syncfs`` for all its files and one for all its links."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -141,6 +180,40 @@ class _PosixStore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        return placed
+
+    def write_many(self, targets: list[str], contents: list[bytes]) -> list[bool]:
+        """``write_new`` for each (target, content), durable as a whole when this returns:
+        every temporary file is written, made durable (one ``syncfs``), linked into place, and
+        the links made durable (a second ``syncfs``). True where this call placed the object."""
+        tmps: list[str] = []
+        made: set[str] = set()
+        placed = [False] * len(targets)
+        try:
+            for target, content in zip(targets, contents, strict=True):
+                parent = os.path.dirname(target)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
+                fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
+                tmps.append(tmp)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(content)
+                    if _SYNCFS is None:
+                        fh.flush()
+                        os.fsync(fh.fileno())
+            _syncfs(str(self.root))  # the bytes are durable before any name shows them
+            for i, (tmp, target) in enumerate(zip(tmps, targets, strict=True)):
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, target)
+                    placed[i] = True
+            if not _syncfs(str(self.root)):
+                for parent in made:
+                    _fsync_dir(Path(parent))
+        finally:
+            for tmp in tmps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         return placed
 
     def hashes(self) -> Iterator[str]:
@@ -448,14 +521,31 @@ class Archive:
         self._verify_existing(sha, size, len(content))
         return sha
 
-    def put_many(self, contents: list[bytes], threads: int = 16) -> list[str]:
-        """``put`` each of ``contents`` (same order). On a local folder the writes run in
-        ``threads`` threads: each new object costs two fsyncs (about 6 ms here, mostly waiting),
-        and concurrent fsyncs overlap (16 threads: about 1 ms an object)."""
-        if len(contents) < 2 or threads <= 1 or not self.is_local:
+    def put_many(self, contents: list[bytes]) -> list[str]:
+        """``put`` each of ``contents`` (same order); their sha256s. On a local folder the new
+        objects are written as one batch (``_PosixStore.write_many``: two ``syncfs`` calls for
+        the whole batch instead of two fsyncs an object); every object found in place, before
+        or during the batch, is verified as ``put`` verifies it."""
+        if len(contents) < 2 or not self.is_local:
             return [self.put(c) for c in contents]
-        with ThreadPoolExecutor(max_workers=min(threads, len(contents))) as pool:
-            return list(pool.map(self.put, contents))
+        store: _PosixStore = self._store  # type: ignore[assignment]
+        shas = [sha256_hex(c) for c in contents]
+        new: dict[str, bytes] = {}  # sha -> content: each new object written once
+        for sha, content in zip(shas, contents, strict=True):
+            if sha in new:
+                continue
+            size = store.size(store.path(sha))
+            if size is None:
+                new[sha] = content
+            else:
+                self._verify_existing(sha, size, len(content))
+        if new:
+            targets = [str(store.path(sha)) for sha in new]
+            for sha, was_placed in zip(new, store.write_many(targets, list(new.values())), strict=True):
+                if not was_placed:  # a concurrent writer placed it between our look and our link
+                    log.info("archive object %s was placed by another writer; verifying it", sha)
+                    self._verify_existing(sha, store.size(store.path(sha)), len(new[sha]))
+        return shas
 
     def _verify_existing(self, sha: str, size: int | None, expected_size: int) -> None:
         if size is not None and size != expected_size:
