@@ -290,11 +290,10 @@ def judge_in_shards(
         if future is not None:
             try:
                 part = future.result()
-            except BrokenProcessPool:
-                log.warning("a judging process died: judging its %d %s files here", len(shard), kind)
-                readpool.reset_judging()
-            except _OtherRules as exc:
-                log.warning("%s: judging its %d %s files here", exc, len(shard), kind)
+            except (BrokenProcessPool, _OtherRules) as exc:  # a worker died, or read other suites
+                log.warning(
+                    "judging process unusable (%s): judging its %d %s files here", exc, len(shard), kind
+                )
                 readpool.reset_judging()
         if part is None:
             part = judge_batch(kind, shard, prev, known_counties, suite_findings=found, **options)
