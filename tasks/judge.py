@@ -237,6 +237,11 @@ def judge_batch(
 # the judging saves. A national month's progress batch has about a million rows.
 SHARD_MIN_ROWS = 100_000
 
+# The shard judged in this process gets this many times the rows of each shard sent to a judging
+# process: a sent shard is first pickled (in a thread of this process) and unpickled there, and its
+# judgement comes back the same way, so with equal shards this process waited for its worker.
+LOCAL_SHARD_WEIGHT = 1.4
+
 
 def judge_in_shards(
     kind: str,
@@ -262,7 +267,7 @@ def judge_in_shards(
     n = min(readpool.judging_processes(processes), rows // SHARD_MIN_ROWS)
     if n < 2:
         return judge_batch(kind, candidates, previous, known_counties, **options)
-    shards = _county_shards(candidates, n)
+    shards = _county_shards(candidates, n, first_weight=LOCAL_SHARD_WEIGHT)
     version = rules_version()
     suite_findings = options.pop("suite_findings", None)
     release = options.get("release_rows", False)
@@ -315,19 +320,21 @@ def _judge_shard(version: str, *args, **kwargs) -> Judgement:  # runs in a judgi
     return judge_batch(*args, **kwargs)
 
 
-def _county_shards(candidates: list[Candidate], n: int) -> list[list[Candidate]]:
-    """``candidates`` in ``n`` shards of whole counties with about as many rows each, each shard
-    keeping the candidates' order."""
+def _county_shards(candidates: list[Candidate], n: int, first_weight: float = 1.0) -> list[list[Candidate]]:
+    """``candidates`` in ``n`` shards of whole counties, each shard keeping the candidates' order.
+    The shards get about as many rows each, except the first, which gets ``first_weight`` times
+    as many as each of the others."""
     rows: dict[str | None, int] = {}
     for cand in candidates:
         rows[cand.county_code] = rows.get(cand.county_code, 0) + cand.parsed.n_rows
     total = sum(rows.values())
+    weights = first_weight + (n - 1)
     shard_of: dict[str | None, int] = {}
     done, shard = 0, 0
     for county in sorted(rows, key=lambda c: (c is None, c or "")):
         shard_of[county] = shard
         done += rows[county]
-        if shard < n - 1 and done >= total * (shard + 1) / n:
+        if shard < n - 1 and done >= total * (first_weight + shard) / weights:
             shard += 1
     shards: list[list[Candidate]] = [[] for _ in range(n)]
     for cand in candidates:

@@ -344,6 +344,27 @@ def _positions(frame: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return frame.iloc[rank.argsort(kind="stable").to_numpy()].reset_index(drop=True)
 
 
+def test_county_shards_give_this_process_the_larger_share(tmp_path: Path) -> None:
+    """Whole counties per shard, the candidates' order kept within each; the first shard (judged
+    in this process) gets ``first_weight`` times the rows of each other shard."""
+    from tasks import judge as judge_module
+
+    counties = [f"3403{i:02d}" for i in range(21, 31)]
+    cands = [
+        candidate(write_csv(tmp_path / f"{c}-{n}.csv", rows_for(c, 2)), c) for n in range(2) for c in counties
+    ]  # two files a county, interleaved
+    even = judge_module._county_shards(cands, 2)
+    weighted = judge_module._county_shards(cands, 2, first_weight=1.5)
+    three = judge_module._county_shards(cands, 3, first_weight=2.0)
+    for shards, sizes in ((even, [5, 5]), (weighted, [6, 4]), (three, [5, 3, 2])):
+        assert [len({c.county_code for c in s}) for s in shards] == sizes
+        for shard in shards:
+            assert shard == [c for c in cands if c in shard]  # candidates' order within a shard
+            assert all(
+                len([c for c in shard if c.county_code == k]) == 2 for k in {c.county_code for c in shard}
+            )
+
+
 def test_judging_in_shards_gives_the_single_batch_judgement(tmp_path: Path, monkeypatch) -> None:
     """A large batch is judged by county shards, one in a judging worker process: the same
     submissions (in the candidates' order), facts and issues as one batch, cross-period rules
@@ -434,6 +455,7 @@ def test_judging_in_shards_falls_back_to_this_process(tmp_path: Path, monkeypatc
     paths = {c: write_csv(tmp_path / f"{c}.csv", rows_for(c, 2)) for c in ("340321", "340326")}
     single = judge_batch("progress", [candidate(p, c) for c, p in paths.items()], None, KNOWN)
     monkeypatch.setattr(judge_module, "SHARD_MIN_ROWS", 1)
+    monkeypatch.setattr(judge_module, "LOCAL_SHARD_WEIGHT", 1.0)  # two counties: one per shard
     calls = []
 
     class Pool:
