@@ -386,6 +386,49 @@ def test_previous_rows_reads_latest_earlier_accepted_period(wh: Warehouse) -> No
     assert wh.previous_rows("progress", "2017-04", ["340102"]).empty
 
 
+def test_previous_rows_reads_sql_for_a_missing_lake_file(wh: Warehouse) -> None:
+    may = [(submission_row(c, "2017-05", f"m{c}"), TWO_PROJECTS) for c in ("340102", "340103", "340104")]
+    wh.load_batch(*batch(*may), kind="progress")
+    newer = submission_row("340103", "2017-06", "j3")  # 340103's latest earlier period is June
+    wh.load_batch(*batch((newer, TWO_PROJECTS[:1])), kind="progress")
+
+    def rows(frame: pd.DataFrame) -> list[tuple]:
+        cols = ["submission_id", "county_code", "period", "row_number", "project_id", "completed_area_m2"]
+        return sorted(frame[cols].itertuples(index=False, name=None))
+
+    from_lake = wh.previous_rows("progress", "2017-07")
+    assert len(from_lake) == 5
+    for sub in (may[0][0], newer):  # SQL gives the rows of the files the lake lost, and only those
+        wh.lake.file_path("progress", sub["period"], sub["county_code"], sub["submission_id"]).unlink()
+    assert rows(wh.previous_rows("progress", "2017-07")) == rows(from_lake)
+
+
+def test_fact_lookups_by_submission_use_the_county_period_index(wh: Warehouse) -> None:
+    """Neither fact table has an index on submission_id alone: the lookups by submission
+    (store.matching_keys) must be able to use the one on (county_code, period)."""
+    items = [(submission_row(c, "2017-06", f"v{c}"), TWO_PROJECTS) for c in ("340102", "340103")]
+    wh.load_batch(*batch(*items), kind="progress")
+    keys = [(s["county_code"], s["period"]) for s, _ in items]
+    index = "uq_fact_progress_county_period_project"
+    with wh.engine.connect() as conn, conn.begin():
+        assert [i["name"] for i in sa.inspect(conn).get_indexes("fact_progress")] == [index]
+        if wh.dialect == "postgresql":  # a table of four rows: the plan with the index, if there is one
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        for at_keys in store.matching_keys(conn, fact_progress, keys):
+            query = sa.select(fact_progress.c.project_id).where(at_keys)
+            stmt = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+            params = stmt.construct_params()
+            if wh.dialect == "postgresql":
+                plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {stmt}", params))
+            else:
+                positional = tuple(params[p] for p in stmt.positiontup or ())
+                plan = "\n".join(
+                    r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}", positional)
+                )
+            assert index in plan, plan
+            assert sorted(conn.execute(query).scalars()) == ["E1", "E1", "P1", "P1"]
+
+
 def test_reading_and_queries(wh: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     a = submission_row("340102", "2017-06", "v1")
     wh.load_batch(*batch((a, TWO_PROJECTS)), kind="progress")
@@ -558,6 +601,25 @@ def test_funding_mart_carries_forward(wh: Warehouse) -> None:
     )
     assert bool(m.loc[("2017-06", "340103")]["has_return"])
     assert not bool(m.loc[("2017-05", "340103")]["has_return"])
+
+
+def test_marts_sum_only_the_accepted_submission_of_a_county_and_period(wh: Warehouse) -> None:
+    """The marts sum the fact rows by (county_code, period); a load never leaves the rows of two
+    submissions under one key, but were some there, the accepted one's alone are counted."""
+    may = submission_row("340102", "2017-05", "a5")
+    june = submission_row("340102", "2017-06", "a6")
+    wh.load_batch(*batch((may, TWO_PROJECTS), (june, TWO_PROJECTS[:1])), kind="progress")
+    wh.rebuild_marts()
+    expected = wh.read_table("mart_county_progress")
+    stray = {"submission_id": "f" * 20, "county_code": "340102", "project_id": "X1", "status": "在建",
+             "project_type": "校舍改造", "planned_area_m2": 5.0, "completed_invest_wan": 1.0}  # fmt: skip
+    with wh.engine.begin() as conn:  # rows of a submission that is not accepted, under both keys
+        conn.execute(fact_progress.insert(), [{**stray, "period": p} for p in ("2017-05", "2017-06")])
+    wh.rebuild_marts()
+    pd.testing.assert_frame_equal(wh.read_table("mart_county_progress"), expected)
+    wh.rebuild_marts(from_period="2017-06")  # May's figures carried forward from its submission
+    pd.testing.assert_frame_equal(wh.read_table("mart_county_progress"), expected)
+    assert expected.set_index("period").loc["2017-06", "projects_total"] == 1
 
 
 # -- concurrency -------------------------------------------------------------------------------

@@ -239,13 +239,13 @@ def _sum_if(col: sa.ColumnElement, cond: sa.ColumnElement) -> sa.ColumnElement:
     return sa.func.sum(sa.case((cond, col), else_=0.0))
 
 
-def progress_aggregates(conn: sa.Connection, from_period: str, carry_ids: Sequence[str]) -> pd.DataFrame:
-    """Σ per accepted progress submission, for periods ≥ ``from_period`` and the ``carry_ids``."""
+def progress_aggregates(
+    conn: sa.Connection, from_period: str, carried: Sequence[tuple[str, str]]
+) -> pd.DataFrame:
+    """Σ per accepted progress submission, for periods ≥ ``from_period`` and the ``carried``
+    (county_code, period) keys (see :func:`_latest_before`)."""
     f = fact_progress
-    q = sa.select(
-        f.c.submission_id,
-        sa.func.min(f.c.county_code).label("county_code"),
-        sa.func.min(f.c.period).label("period"),
+    measures = [
         sa.func.count().label("projects_total"),
         sa.func.sum(sa.case((f.c.status == NOT_STARTED, 1), else_=0)).label("projects_not_started"),
         sa.func.sum(sa.case((f.c.status == IN_PROGRESS, 1), else_=0)).label("projects_in_progress"),
@@ -256,32 +256,60 @@ def progress_aggregates(conn: sa.Connection, from_period: str, carry_ids: Sequen
         _sum_if(f.c.completed_invest_wan, f.c.project_type == EQUIPMENT).label("completed_equipment_wan"),
         sa.func.sum(f.c.planned_invest_wan).label("planned_invest_wan"),
         sa.func.sum(f.c.completed_invest_wan).label("completed_invest_wan"),
-    ).group_by(f.c.submission_id)
-    return _aggregate(conn, q, f, from_period, carry_ids)
+    ]
+    return _aggregate(conn, f, measures, from_period, carried)
 
 
-def funding_aggregates(conn: sa.Connection, from_period: str, carry_ids: Sequence[str]) -> pd.DataFrame:
+def funding_aggregates(
+    conn: sa.Connection, from_period: str, carried: Sequence[tuple[str, str]]
+) -> pd.DataFrame:
     f = fact_funding
-    q = sa.select(
-        f.c.submission_id,
-        sa.func.min(f.c.county_code).label("county_code"),
-        sa.func.min(f.c.period).label("period"),
-        *[sa.func.sum(f.c[m]).label(m) for m in FUNDING_MEASURES],
-    ).group_by(f.c.submission_id)
-    return _aggregate(conn, q, f, from_period, carry_ids)
+    measures = [sa.func.sum(f.c[m]).label(m) for m in FUNDING_MEASURES]
+    return _aggregate(conn, f, measures, from_period, carried)
 
 
 def _aggregate(
-    conn: sa.Connection, q: sa.Select, f: sa.Table, from_period: str, carry_ids: Sequence[str]
+    conn: sa.Connection,
+    f: sa.Table,
+    measures: Sequence[sa.ColumnElement],
+    from_period: str,
+    carried: Sequence[tuple[str, str]],
 ) -> pd.DataFrame:
+    """submission_id, county_code, period and the ``measures`` summed over each submission's
+    fact rows in periods ≥ ``from_period`` or under the ``carried`` keys.
+
+    Summed by (county_code, period), the first columns of an index of each fact table (neither
+    has one on submission_id alone): SQLite then reads the index in order instead of sorting the
+    rows (a national month: about 1.4 s against 1.8-2.2 s). A (county, period) holds the rows of
+    its current submission only: min = max of submission_id says so, and a key that held the rows
+    of several submissions would be summed per submission, as before."""
+    from warehouse.store import matching_keys
+
+    by_key = sa.select(
+        sa.func.min(f.c.submission_id).label("submission_id"),
+        f.c.county_code,
+        f.c.period,
+        *measures,
+        sa.func.max(f.c.submission_id).label("_last_submission_id"),
+    ).group_by(f.c.county_code, f.c.period)
     frames = []
-    res = conn.execute(q.where(f.c.period >= from_period))
-    frames.append(pd.DataFrame(res.all(), columns=list(res.keys())))
-    ids = list(carry_ids)
-    for i in range(0, len(ids), 900):
-        res = conn.execute(q.where(f.c.submission_id.in_(ids[i : i + 900])))
+    # On PostgreSQL one statement per period: the server reads a national month's carried rows
+    # by one parallel scan of the table or by the index, as it finds cheaper.
+    for where in [f.c.period >= from_period, *matching_keys(conn, f, carried, per_statement=None)]:
+        res = conn.execute(by_key.where(where))
         frames.append(pd.DataFrame(res.all(), columns=list(res.keys())))
-    agg = pd.concat(frames, ignore_index=True).drop_duplicates("submission_id")
+    agg = pd.concat(frames, ignore_index=True)
+    mixed = agg["submission_id"] != agg.pop("_last_submission_id")
+    if mixed.any():
+        by_submission = sa.select(f.c.submission_id, f.c.county_code, f.c.period, *measures).group_by(
+            f.c.submission_id, f.c.county_code, f.c.period
+        )
+        parts = [agg[~mixed]]
+        for c, p in agg.loc[mixed, ["county_code", "period"]].itertuples(index=False, name=None):
+            res = conn.execute(by_submission.where(f.c.county_code == c, f.c.period == p))
+            parts.append(pd.DataFrame(res.all(), columns=list(res.keys())))
+        agg = pd.concat(parts, ignore_index=True)
+    agg = agg.drop_duplicates("submission_id")
     # Only accepted submissions (the fact tables hold nothing else, but say so), with is_late.
     sub_ids = agg["submission_id"].tolist()
     meta: list[Any] = []
@@ -296,15 +324,17 @@ def _aggregate(
     return agg.merge(meta_df, on="submission_id", how="inner")
 
 
-def _latest_before(conn: sa.Connection, kind: str, period: str) -> list[str]:
+def _latest_before(conn: sa.Connection, kind: str, period: str) -> list[tuple[str, str]]:
+    """(county_code, period) of each county's latest accepted return before ``period``."""
     s = submission
-    q = sa.select(s.c.county_code, s.c.period, s.c.submission_id).where(
+    q = sa.select(s.c.county_code, s.c.period).where(
         s.c.kind == kind, s.c.status == "accepted", s.c.period < period
     )
-    rows = pd.DataFrame(conn.execute(q).all(), columns=["county_code", "period", "submission_id"])
+    rows = pd.DataFrame(conn.execute(q).all(), columns=["county_code", "period"])
     if rows.empty:
         return []
-    return rows.sort_values("period").drop_duplicates("county_code", keep="last")["submission_id"].tolist()
+    latest = rows.sort_values("period").drop_duplicates("county_code", keep="last")
+    return list(latest.itertuples(index=False, name=None))
 
 
 def rebuild(conn: sa.Connection, from_period: str | None = None) -> dict[str, int]:

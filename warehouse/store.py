@@ -182,6 +182,45 @@ def _matching(
         yield column.in_(chunk)
 
 
+def matching_keys(
+    conn: sa.Connection,
+    table: sa.Table,
+    keys: Iterable[tuple[str, str]],
+    *,
+    per_statement: int | None = IN_CHUNK // 2,
+) -> Iterator[sa.ColumnElement[bool]]:
+    """Conditions on the rows of a fact table under the (county_code, period) ``keys``, one per
+    statement: ``period = p AND county_code IN (...)`` (PostgreSQL: ``= ANY(:array)``), for
+    ``per_statement`` keys of one period (None: all of the period's; SQLite binds at most
+    ``IN_CHUNK`` values).
+
+    How the fact rows of submissions are found: a (county, period) holds the rows of its accepted
+    submission only (a load deletes the superseded ones' rows in its transaction), so the rows of
+    accepted submissions are the rows under their keys, read through the (county_code, period,
+    ...) index. There is no index on submission_id alone: keeping it up to date cost a national
+    month's COPY 2-4 s. No ``submission_id = ANY(...)`` filter either: once psycopg prepares a
+    statement the server may plan it generically, and such a filter then compares every row with
+    every id (a national month's delete: 145 s); an exact hashed (county, id) check cost 0.5 s a
+    million rows. 450 keys a statement lead PostgreSQL to the index where 2,850 would make it scan
+    the table; a SELECT of a national month can be faster as one (parallel) scan."""
+    by_period: dict[str, list[str]] = {}
+    for county_code, period in sorted(set(keys)):
+        by_period.setdefault(period, []).append(county_code)
+    pg = conn.dialect.name == "postgresql"
+    size = per_statement if pg else min(per_statement or IN_CHUNK, IN_CHUNK)
+    for period, counties in by_period.items():
+        for chunk in _chunks(counties, size) if size else [counties]:
+            if pg:
+                from sqlalchemy.dialects.postgresql import ARRAY
+
+                in_counties = table.c.county_code == sa.any_(
+                    sa.bindparam(None, list(chunk), type_=ARRAY(table.c.county_code.type), unique=True)
+                )
+            else:
+                in_counties = table.c.county_code.in_(chunk)
+            yield sa.and_(table.c.period == period, in_counties)
+
+
 def _lock_key(kind: str, county_code: str, period: str) -> int:
     digest = hashlib.sha256(f"{kind}|{county_code}|{period}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -229,6 +268,12 @@ def _pairs(frame: pd.DataFrame, a: str, b: str) -> Iterator[tuple[Any, Any]]:
     return zip(frame[a].tolist(), frame[b].tolist(), strict=True)
 
 
+def _accepted_keys(submissions: pd.DataFrame, ids: set[str]) -> list[tuple[str, str]]:
+    """(county_code, period) of the accepted ``submissions`` rows whose id is in ``ids``."""
+    rows = submissions[(submissions["status"] == "accepted") & _isin(submissions["submission_id"], ids)]
+    return list(_pairs(rows, "county_code", "period"))
+
+
 def _records(frame: pd.DataFrame, columns: Iterable[str]) -> list[dict[str, Any]]:
     cols = [c for c in columns if c in frame.columns]
     return [
@@ -260,7 +305,7 @@ def _make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=120000")
             cur.execute("PRAGMA synchronous=NORMAL")
-            # 128 MiB of page cache (default 2 MiB): a million-row load updates two indexes of
+            # 128 MiB of page cache (default 2 MiB): a million-row load updates the indexes of
             # fact_progress, and a small cache makes each insert a page miss (measured 1.6x).
             cur.execute("PRAGMA cache_size=-131072")
             cur.close()
@@ -382,12 +427,12 @@ def _sqlite_values(data: pa.Table) -> pa.Table:
 
 # -- SQLite bulk path -------------------------------------------------------------------------
 # Python's sqlite3 binds a million rows of 22 columns in about 11 s (3 s turning Arrow into
-# tuples, 8 s of executemany with the two indexes). The ADBC SQLite driver writes the Arrow table
-# into a fresh staging file in about 2 s (C++, no Python objects); the load's own connection then
-# ATTACHes that file and copies the rows with one INSERT ... SELECT (about 3 s, indexes included),
-# inside the load's transaction, so all-or-nothing holds exactly as before. SQLite cannot DETACH
-# inside a transaction: the staging file is detached and deleted when the connection goes back to
-# the pool (see _make_engine), or by Warehouse.recover() after a crash.
+# tuples, 8 s of executemany with the two indexes fact_progress then had). The ADBC SQLite driver
+# writes the Arrow table into a fresh staging file in about 2 s (C++, no Python objects); the
+# load's own connection then ATTACHes that file and copies the rows with one INSERT ... SELECT
+# (about 3 s, indexes included), inside the load's transaction, so all-or-nothing holds exactly as
+# before. SQLite cannot DETACH inside a transaction: the staging file is detached and deleted when
+# the connection goes back to the pool (see _make_engine), or by Warehouse.recover() after a crash.
 SQLITE_STAGE_MIN_ROWS = 20_000  # below this, a file and an ATTACH cost more than executemany
 STAGE_SUFFIX = ".stage-"
 
@@ -776,17 +821,17 @@ class Warehouse:
             return schema.empty_table().to_pandas(date_as_object=False)
         latest = pd.DataFrame(rows, columns=["county_code", "period", "submission_id"])
         latest = latest.sort_values(["county_code", "period"]).drop_duplicates("county_code", keep="last")
-        sid_of = {
-            self.lake.file_path(kind, p, c, sid): sid
+        key_of = {
+            self.lake.file_path(kind, p, c, sid): (c, p)
             for c, p, sid in latest.itertuples(index=False, name=None)
         }
-        present, missing = self.lake.read_existing(list(sid_of), schema)  # type: ignore[arg-type]
+        present, missing = self.lake.read_existing(list(key_of), schema)  # type: ignore[arg-type]
         parts = [present]
         if missing:  # lake out of step with SQL (should not happen): read those from SQL
             log.warning("previous_rows: %d lake files missing, reading SQL", len(missing))
             with self.engine.connect() as conn:
-                for chunk in _chunks([sid_of[f] for f in missing]):
-                    res = conn.execute(sa.select(table).where(table.c.submission_id.in_(chunk)))
+                for at_keys in matching_keys(conn, table, [key_of[f] for f in missing]):
+                    res = conn.execute(sa.select(table).where(at_keys))
                     frame = pd.DataFrame(res.all(), columns=list(res.keys()))
                     parts.append(frame_to_arrow(frame, table).select(schema.names))
         # Files are read in county order and hold their rows in file order: no sort needed.
@@ -1039,8 +1084,11 @@ class Warehouse:
         fact_table = FACT_TABLES[kind]
         batch_ids, to_supersede, winner_ids = plan.batch_ids, plan.to_supersede, plan.winner_ids
         existing, subs = plan.existing, plan.subs
-        for in_ids in _matching(conn, fact_table.c.submission_id, sorted(set(to_supersede) | set(batch_ids))):
-            conn.execute(fact_table.delete().where(in_ids))
+        # The fact rows of the submissions this load supersedes or reloads: the rows under the keys
+        # of those that are accepted (the others have none; see matching_keys).
+        replaced = _accepted_keys(existing, set(to_supersede) | set(batch_ids))
+        for at_keys in matching_keys(conn, fact_table, replaced):
+            conn.execute(fact_table.delete().where(at_keys))
         for in_ids in _matching(conn, dq_issue.c.submission_id, batch_ids):
             conn.execute(dq_issue.delete().where(in_ids))
         for in_ids in _matching(conn, s.c.submission_id, batch_ids):
@@ -1526,9 +1574,16 @@ class Warehouse:
         """Put back the rows a committed load replaced (one transaction): the before-image of
         ``submission`` and ``dq_issue`` and the fact rows of the lake files it superseded."""
         fact_table = FACT_TABLES[kind]
+        s = submission
         with self._write_txn(keys) as conn:
-            for chunk in _chunks(list(delete_fact_ids)):
-                conn.execute(fact_table.delete().where(fact_table.c.submission_id.in_(chunk)))
+            # The fact rows of delete_fact_ids: the rows under the keys of those that are accepted
+            # (the others have none; see matching_keys).
+            accepted: list[tuple[str, str]] = []
+            for in_ids in _matching(conn, s.c.submission_id, sorted(set(delete_fact_ids))):
+                q = sa.select(s.c.county_code, s.c.period).where(in_ids, s.c.status == "accepted")
+                accepted.extend((c, p) for c, p in conn.execute(q))
+            for at_keys in matching_keys(conn, fact_table, accepted):
+                conn.execute(fact_table.delete().where(at_keys))
             for chunk in _chunks(list(batch_ids)):
                 conn.execute(dq_issue.delete().where(dq_issue.c.submission_id.in_(chunk)))
             for chunk in _chunks(list(touched_ids)):
