@@ -171,15 +171,18 @@ def _matching(
     SQLAlchemy and psycopg tens of milliseconds of Python per statement to expand and convert. The
     chunks stay (not one array for the whole batch): the server plans each statement with the same
     row estimates as before."""
-    values = list(values)
+    for chunk in _chunks(list(values)):
+        yield _in(conn, column, chunk)
+
+
+def _in(conn: sa.Connection, column: sa.Column, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """``column IN values`` in one statement (PostgreSQL: ``column = ANY(:array)``; see
+    :func:`_matching`)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
 
-        for chunk in _chunks(values):
-            yield column == sa.any_(sa.bindparam(None, list(chunk), type_=ARRAY(column.type), unique=True))
-        return
-    for chunk in _chunks(values):
-        yield column.in_(chunk)
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type), unique=True))
+    return column.in_(values)
 
 
 def matching_keys(
@@ -210,15 +213,7 @@ def matching_keys(
     size = per_statement if pg else min(per_statement or IN_CHUNK, IN_CHUNK)
     for period, counties in by_period.items():
         for chunk in _chunks(counties, size) if size else [counties]:
-            if pg:
-                from sqlalchemy.dialects.postgresql import ARRAY
-
-                in_counties = table.c.county_code == sa.any_(
-                    sa.bindparam(None, list(chunk), type_=ARRAY(table.c.county_code.type), unique=True)
-                )
-            else:
-                in_counties = table.c.county_code.in_(chunk)
-            yield sa.and_(table.c.period == period, in_counties)
+            yield sa.and_(table.c.period == period, _in(conn, table.c.county_code, chunk))
 
 
 def _lock_key(kind: str, county_code: str, period: str) -> int:
