@@ -7,6 +7,7 @@ from prefect import flow
 from flows.common import ingest_periods
 from flows.hooks import notify_crash, notify_failure
 from flows.runners import task_runner
+from gaibao.options import CountyCodes, EndPeriod, StartPeriod, check_range
 from gaibao.settings import get_settings
 from tasks import steps
 from tasks.ingest import RunSummary, period_range
@@ -19,11 +20,14 @@ from tasks.ingest import RunSummary, period_range
     log_prints=False,
     task_runner=task_runner(),
 )
-def backfill(start: str, end: str, counties: list[str] | None = None, force: bool = False) -> dict:
+def backfill(
+    start: StartPeriod, end: EndPeriod, counties: CountyCodes | None = None, force: bool = False
+) -> dict:
     """Ingest every period from ``start`` to ``end`` in order (cross-period rules depend on it).
 
     ``force`` re-judges the archived files of each period with today's rules.
     """
+    check_range(start, end)  # each is a period (checked with the parameters); the order here
     settings = get_settings()
     periods = period_range(start, end)
     wh = steps.prepare_warehouse(settings)

@@ -135,11 +135,25 @@ def _notice(
     )
 
 
+def _refused_parameters(exc: BaseException | None) -> bool:
+    """A run refused for its parameters (``gaibao.options``: a bad period, range or county), by
+    Prefect's parameter validation or by the flow's own first check."""
+    from prefect.exceptions import ParameterTypeError
+
+    from gaibao.options import OptionError
+
+    return isinstance(exc, ParameterTypeError | OptionError)
+
+
 def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """Prefect ``on_failure`` hook: mail the data engineers the failing step, county and error."""
     logger = _hook_logger(flow, flow_run)
     settings = get_settings()
     exc = _state_exception(state)
+    if _refused_parameters(exc):
+        # the run never started: whoever triggered it sees the one-line reason; nobody is paged
+        logger.error("parameters refused, nothing ran: %s", exc)
+        return
     parameters = dict(flow_run.parameters or {})
     step = failing_step_from_traceback(exc)
     task_run_name = None

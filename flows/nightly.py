@@ -7,6 +7,7 @@ from prefect import flow
 from flows.common import ingest_periods
 from flows.hooks import notify_crash, notify_failure
 from flows.runners import task_runner
+from gaibao.options import CountyCodes, Period
 from gaibao.settings import get_settings
 from tasks import steps
 from tasks.ingest import RunSummary, default_period
@@ -19,8 +20,11 @@ from tasks.ingest import RunSummary, default_period
     log_prints=False,
     task_runner=task_runner(),
 )
-def nightly_ingest(period: str | None = None, counties: list[str] | None = None) -> dict:
-    """Ingest ``period`` (default: the previous month in Asia/Shanghai) for all or some counties."""
+def nightly_ingest(period: Period | None = None, counties: CountyCodes | None = None) -> dict:
+    """Ingest ``period`` (default: the previous month in Asia/Shanghai) for all or some counties.
+
+    The parameters are checked before the run starts (``gaibao.options``): a bad period or county
+    code fails the run at once with the message the CLI prints."""
     settings = get_settings()
     period = period or default_period(tz=settings.timezone)
     wh = steps.prepare_warehouse(settings)

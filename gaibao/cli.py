@@ -59,6 +59,54 @@ def _echo_summary(summary: dict) -> None:
         typer.echo(f"  unreachable source: {county}", err=True)
 
 
+# Exit codes (README "The command line"): 0 done, 1 failed run or check errors, 2 a source stayed
+# unreachable, 3 an option refused, 4 settings, sources file or warehouse unusable.
+EXIT_BAD_OPTION = 3
+EXIT_BAD_SETTINGS = 4
+
+
+def _preflight(
+    *,
+    period: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    counties: list[str] | None = None,
+    create: bool = True,
+) -> None:
+    """Check options, settings, the sources file and the warehouse before anything runs: each
+    problem is one line (Chinese / English) on stderr and an exit code, never a flow run."""
+    from gaibao.options import OptionError, check_counties, check_period, check_range
+    from gaibao.preflight import (
+        SettingsProblem,
+        check_sources,
+        check_warehouse,
+        known_counties,
+        load_settings,
+    )
+
+    try:
+        if period is not None:
+            check_period(period)
+        if start is not None or end is not None:
+            check_range(start, end)
+        check_counties(counties)
+    except OptionError as exc:
+        typer.echo(f"错误：{exc}", err=True)
+        raise typer.Exit(code=EXIT_BAD_OPTION) from None
+    try:
+        settings = load_settings()
+        sources = check_sources(settings)
+        reach = check_warehouse(settings, create=create)
+    except SettingsProblem as exc:
+        typer.echo(f"错误：{exc}", err=True)
+        raise typer.Exit(code=EXIT_BAD_SETTINGS) from None
+    try:
+        check_counties(counties, known_counties(settings, reach, sources))
+    except OptionError as exc:
+        typer.echo(f"错误：{exc}", err=True)
+        raise typer.Exit(code=EXIT_BAD_OPTION) from None
+
+
 def _exit_for(summary: dict) -> None:
     # Refusal is an outcome, not a failure; an unreachable source is a failure of the run.
     raise typer.Exit(code=2 if summary.get("unreachable") else 0)
@@ -72,6 +120,7 @@ def ingest(
     json_out: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
 ) -> None:
     """Run the nightly ingest flow for one period (默认上月)."""
+    _preflight(period=period, counties=county)
     _quiet_runtime()
     from flows.nightly import nightly_ingest
     from flows.runners import task_runner
@@ -92,6 +141,7 @@ def backfill(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Re-run a range of periods in order (cross-period rules depend on the order)."""
+    _preflight(start=start, end=end, counties=county)
     _quiet_runtime()
     from flows.backfill import backfill as backfill_flow
     from flows.runners import task_runner
@@ -105,6 +155,7 @@ def backfill(
 @app.command()
 def status(period: PeriodOpt, county: CountyOpt = None) -> None:
     """The expected-returns register: who sent what, accepted or refused and why, late, or missing."""
+    _preflight(period=period, counties=county, create=False)
     from tasks.register import format_register, returns_register
     from warehouse.store import Warehouse
 

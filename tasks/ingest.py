@@ -252,6 +252,7 @@ def plan_run(
     version = rules_version()
     if counties:
         chosen = sorted(set(counties))
+        _refuse_unknown_counties(warehouse, settings, chosen)
     else:
         config = load_source_config(settings.sources)
         known_counties = warehouse.query(
@@ -277,6 +278,20 @@ def plan_run(
         archived = []
     chunks = chunked(chosen, max_chunks=FETCH_CHUNKS, min_size=FETCH_CHUNK_MIN_COUNTIES)
     return RunPlan(period, chosen, chunks, known, archived, version)
+
+
+def _refuse_unknown_counties(warehouse, settings: Settings, counties: Sequence[str]) -> None:
+    """``gaibao.options.OptionError`` unless every county asked for is six digits and known (the
+    division reference, the plan or the sources file): the flows' check of what the CLI checks."""
+    from gaibao.options import check_counties
+    from tasks.sources import load_source_config
+
+    known = set(
+        warehouse.query("SELECT county_code FROM ref_division UNION SELECT county_code FROM ref_plan")[
+            "county_code"
+        ].astype(str)
+    )
+    check_counties(list(counties), known | set(load_source_config(settings.sources).keys()))
 
 
 # A run that may read at least this many counties' new returns starts its judging processes

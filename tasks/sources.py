@@ -1008,7 +1008,15 @@ def load_source_config(path: Path | None) -> SourceConfig:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"sources file {path} does not exist")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(f"sources file {path}:{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"sources file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"sources file {path}: top level must be a mapping of county codes")
     defaults = raw.get(DEFAULTS_KEY) or {}
