@@ -59,7 +59,12 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
 
     # fetching
-    fetch_timeout_s: float = 30.0
+    fetch_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="deadline of one request as a whole: an HTTP request from connect to the last byte "
+        "(headers included), an SFTP connection and each listing and file, a database query and its rows",
+    )
     fetch_retries: int = 3
     fetch_backoff_s: float = 1.0
     read_processes: int | None = Field(

@@ -28,6 +28,7 @@ reads it at fetch time, keeps it in a ``SecretStr`` and never logs it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -379,8 +380,8 @@ class HttpSource:
     All pages' records are combined into one deterministic JSON records payload (``content``).
     A period with no records at all gives ``[]`` (the county has sent nothing).
 
-    One attempt per ``fetch``; each request is bounded by ``timeout_s`` (connect, and the whole
-    body read). Retries are made by ``fetch_with_retry``.
+    One attempt per ``fetch``; each request is bounded by ``timeout_s`` as a whole, from connect
+    to the body's last byte, headers included. Retries are made by ``fetch_with_retry``.
     """
 
     def __init__(
@@ -412,9 +413,12 @@ class HttpSource:
         return self.url_template.replace("{period}", period).replace("{county_code}", county_code)
 
     def fetch(self, county_code: str, period: str) -> list[Received]:
+        check_period(period)
+        return _run_coroutine(self._fetch(county_code, period))
+
+    async def _fetch(self, county_code: str, period: str) -> list[Received]:
         import httpx
 
-        check_period(period)
         token = _secret_from_env(self.token_env, "数据平台访问令牌")
         headers = {"Accept": "application/json", **self.headers}
         if token is not None:
@@ -425,7 +429,7 @@ class HttpSource:
         seen: set[str] = set()
         previous: list[Any] | None = None
         timeout = httpx.Timeout(self.timeout_s)
-        with httpx.Client(
+        async with httpx.AsyncClient(
             timeout=timeout, headers=headers, follow_redirects=True, verify=_ssl_context()
         ) as client:
             url: str | None = first_url
@@ -437,7 +441,7 @@ class HttpSource:
                 if key in seen:
                     raise SourceUnreachable("数据平台分页链接循环", f"pagination loops back to {url}")
                 seen.add(key)
-                body, modified = self._get(client, url, params)
+                body, modified = await self._get(client, url, params)
                 if modified and (last_modified is None or modified > last_modified):
                     last_modified = modified
                 page_records, next_link = _page_of(body, url)
@@ -481,15 +485,21 @@ class HttpSource:
             )
         ]
 
-    def _get(self, client: Any, url: str, params: Mapping[str, str] | None) -> tuple[Any, datetime | None]:
-        """One GET: the parsed JSON body and the Last-Modified time, or SourceUnreachable."""
+    async def _get(
+        self, client: Any, url: str, params: Mapping[str, str] | None
+    ) -> tuple[Any, datetime | None]:
+        """One GET: the parsed JSON body and the Last-Modified time, or SourceUnreachable.
+
+        The whole request (connect, TLS, status line and headers, body) is bounded by
+        ``timeout_s``: httpx's own timeouts bound each read, so a server that trickles its
+        headers or body a byte at a time would otherwise hold the run for as long as it likes.
+        """
         import httpx
 
-        deadline = time.monotonic() + self.timeout_s
         try:
             # merge the page parameter into the URL's own query (``params=`` would replace it)
             target = httpx.URL(url).copy_merge_params(dict(params)) if params else httpx.URL(url)
-            with client.stream("GET", target) as response:
+            async with asyncio.timeout(self.timeout_s), client.stream("GET", target) as response:
                 status = response.status_code
                 if status in (401, 403):
                     raise SourceUnreachable(
@@ -508,7 +518,7 @@ class HttpSource:
                     raise SourceUnreachable("数据平台拒绝了请求", f"HTTP {status} from {url}")
                 chunks: list[bytes] = []
                 size = 0
-                for chunk in response.iter_bytes():
+                async for chunk in response.aiter_bytes():
                     chunks.append(chunk)
                     size += len(chunk)
                     if size > self.max_bytes:
@@ -516,17 +526,13 @@ class HttpSource:
                             "数据平台返回的数据量超出上限",
                             f"body of {url} larger than {self.max_bytes} bytes",
                         )
-                    if time.monotonic() > deadline:
-                        raise SourceUnreachable(
-                            "数据平台响应超时",
-                            f"body of {url} not complete after {self.timeout_s}s",
-                            retryable=True,
-                        )
                 raw = b"".join(chunks)
                 modified_header = response.headers.get("Last-Modified")
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise SourceUnreachable(
-                "数据平台响应超时", f"{type(exc).__name__} after {self.timeout_s}s from {url}", retryable=True
+                "数据平台响应超时",
+                f"{type(exc).__name__}: request to {url} not complete after {self.timeout_s}s",
+                retryable=True,
             ) from exc
         except httpx.TransportError as exc:
             # connection refused/reset, and bodies cut short (RemoteProtocolError)
@@ -707,31 +713,38 @@ class SftpSource:
             options["known_hosts"] = self.known_hosts
         source = f"sftp://{self.username}@{self.host}:{self.port}/{root.lstrip('/')}"
         out: list[Received] = []
-        async with (
-            asyncssh.connect(self.host, port=self.port, **options) as conn,
-            conn.start_sftp_client() as sftp,
-        ):
-            names = await asyncio.wait_for(sftp.readdir(root), self.timeout_s)
-            for entry in names:
-                name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
-                if entry.attrs.type != asyncssh.FILEXFER_TYPE_REGULAR or not belongs_to(name, period):
-                    continue
-                path = f"{root.rstrip('/')}/{name}"
-                async with sftp.open(path, "rb") as fh:
-                    data: Any = await asyncio.wait_for(fh.read(), self.timeout_s)
-                content = data if isinstance(data, bytes) else str(data).encode("utf-8")
-                mtime = entry.attrs.mtime
-                out.append(
-                    Received(
-                        county_code=county_code,
-                        period=period,
-                        kind=kind_in_name(name),
-                        file_name=name,
-                        content=content,
-                        source=source,
-                        received_at=_utc_from_timestamp(mtime) if mtime is not None else datetime.now(UTC),
+        loop = asyncio.get_running_loop()
+        # One deadline, moved on at each step: the connection (TCP, handshake, login and the SFTP
+        # subsystem's start), the listing, and each file (open and whole read) get ``timeout_s``
+        # each, so a server that answers a byte at a time cannot hold the run.
+        async with asyncio.timeout(self.timeout_s) as deadline:
+            async with (
+                asyncssh.connect(self.host, port=self.port, **options) as conn,
+                conn.start_sftp_client() as sftp,
+            ):
+                deadline.reschedule(loop.time() + self.timeout_s)
+                names = await sftp.readdir(root)
+                for entry in names:
+                    name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
+                    if entry.attrs.type != asyncssh.FILEXFER_TYPE_REGULAR or not belongs_to(name, period):
+                        continue
+                    path = f"{root.rstrip('/')}/{name}"
+                    deadline.reschedule(loop.time() + self.timeout_s)
+                    async with sftp.open(path, "rb") as fh:
+                        data: Any = await fh.read()
+                    content = data if isinstance(data, bytes) else str(data).encode("utf-8")
+                    mtime = entry.attrs.mtime
+                    out.append(
+                        Received(
+                            county_code=county_code,
+                            period=period,
+                            kind=kind_in_name(name),
+                            file_name=name,
+                            content=content,
+                            source=source,
+                            received_at=_utc_from_timestamp(mtime) if mtime is not None else datetime.now(UTC),
+                        )
                     )
-                )
         return out
 
 
@@ -797,6 +810,55 @@ def _canonical_column(name: str, rename: Mapping[str, str]) -> str:
     return lowered if lowered in known else name
 
 
+def _interrupt(dbapi: Any) -> None:
+    """Stop what a DBAPI connection is doing, from another thread: SQLite's ``interrupt()``,
+    psycopg's cancel request, then its socket shut (a server that does not answer the cancel)."""
+    for name in ("interrupt", "cancel"):
+        method = getattr(dbapi, name, None)
+        if callable(method):
+            with contextlib.suppress(Exception):
+                method()
+    pgconn = getattr(dbapi, "pgconn", None)
+    if pgconn is not None:
+        with contextlib.suppress(Exception):
+            import socket
+
+            sock = socket.socket(fileno=os.dup(pgconn.socket))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
+
+
+def _within_deadline(work: Any, timeout_s: float, where: str) -> Any:
+    """``work(held)`` on a thread of its own, given ``timeout_s`` as a whole (connect, query, every
+    row). Past it the connection the work put in ``held["dbapi"]`` is interrupted and the attempt
+    ends as retryable ``SourceUnreachable``; a driver that ignores the interruption leaves a
+    daemon thread behind, never a hung run."""
+    held: dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work(held)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="database-source", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        if "dbapi" in held:
+            _interrupt(held["dbapi"])
+        thread.join(min(5.0, timeout_s))
+        raise SourceUnreachable(
+            "县区数据库查询超时", f"query not complete after {timeout_s}s ({where})", retryable=True
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 class DatabaseSource:
     """Rows of a SQL query against a county database, as one JSON records payload.
 
@@ -842,12 +904,16 @@ class DatabaseSource:
         statement = sa.text(self.query)
         wanted = set(statement.compile().params)
         params = {k: v for k, v in {"period": period, "county_code": county_code}.items() if k in wanted}
-        try:
+        def query(held: dict[str, Any]) -> list[dict[str, Any]]:
             engine = _engine_for(url, self.timeout_s)
             with engine.connect() as conn:
+                held["dbapi"] = conn.connection.dbapi_connection
                 result = conn.execute(statement, params)
                 names = [_canonical_column(str(n), self.columns) for n in result.keys()]  # noqa: SIM118 - Result.keys(), not a dict
-                rows = [dict(zip(names, (_json_value(v) for v in row), strict=True)) for row in result]
+                return [dict(zip(names, (_json_value(v) for v in row), strict=True)) for row in result]
+
+        try:
+            rows = _within_deadline(query, self.timeout_s, self.describe())
         except sa_exc.OperationalError as exc:
             raise SourceUnreachable(
                 "无法连接县区数据库或查询超时",

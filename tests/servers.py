@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 # Faults a route can be told to produce, one per request, before it answers normally.
-FAULTS = ("500", "503", "401", "403", "404", "hang", "truncate", "badjson", "trickle")
+FAULTS = ("500", "503", "401", "403", "404", "hang", "truncate", "badjson", "trickle", "trickle_headers")
 
 
 @dataclass
@@ -57,7 +57,9 @@ class FaultyHttpServer:
     Faults (``fail``): ``500``/``503``/``401``/``403``/``404`` statuses, ``hang`` (no answer for
     ``hang_s`` seconds, then the connection is closed), ``truncate`` (Content-Length promises more
     than is sent), ``badjson`` (a 200 with a broken JSON body), ``trickle`` (a 200 whose body
-    arrives one byte every ``trickle_s`` seconds).
+    arrives one byte every ``trickle_s`` seconds), ``trickle_headers`` (the status line and headers
+    themselves arrive one byte every ``trickle_s`` seconds: every read is quick, the response never
+    ends).
     """
 
     def __init__(self, token: str | None = None, hang_s: float = 5.0, trickle_s: float = 0.2) -> None:
@@ -188,6 +190,21 @@ def _make_handler(server: FaultyHttpServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             elif fault == "badjson":
                 self._send(200, body[: max(1, len(body) // 2)] + b"\n<html>oops")
+            elif fault == "trickle_headers":
+                head = (
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    f"X-Padding: {'x' * 4096}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode("ascii")
+                for i in range(len(head)):
+                    if server._stop.is_set():
+                        break
+                    try:
+                        self.wfile.write(head[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        break
+                    time.sleep(server.trickle_s)
+                self.close_connection = True
             elif fault == "trickle":
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
