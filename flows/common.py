@@ -22,7 +22,13 @@ def ingest_periods(
     # walk every object inside them to track dependencies (measured: 17 s at national scale).
     plans = steps.plan_runs(wh, settings, periods, counties, force)
     futures = [
-        steps.fetch_returns.map(plan.chunks, period=plan.period, settings=unmapped(settings), known=unmapped(plan.known))
+        steps.fetch_returns.map(
+            plan.chunks,
+            period=plan.period,
+            settings=unmapped(settings),
+            known=unmapped(plan.known),
+            first_seen=unmapped(plan.first_seen),
+        )
         for plan in plans
     ]
     gathered = [

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="an object already in the archive is re-hashed on put up to this size (0: size "
         "only); default 16 MiB on fsspec URLs, 0 on a local folder",
     )
+    replay_file_times: bool = Field(
+        default=False,
+        description="take a folder file's mtime as its received_at (never later than the read): only "
+        "for replaying files whose times are known to be their arrivals, such as the demo. Off: "
+        "received_at is when gaibao read the bytes, whatever the file claims",
+    )
     due_day: int = Field(default=5, ge=1, le=28, description="returns for month P are due by this day of P+1")
     timezone: str = "Asia/Shanghai"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -144,23 +144,33 @@ class Fetched:
     kind: str | None  # as the source named it (None: the reader detects it)
     file_name: str
     source: str
-    received_at: datetime
+    received_at: datetime  # when gaibao first read these bytes from this county
     sha256: str
     parsed: object | None = None  # tasks.read.ParsedReturn
     duplicate_of: str | None = None
+    file_mtime: datetime | None = None  # the time the file claims
 
     @classmethod
-    def of(cls, received, sha256: str, *, duplicate_of: str | None = None) -> Fetched:
-        """From a ``tasks.sources.Received``, without its bytes."""
+    def of(
+        cls,
+        received,
+        sha256: str,
+        *,
+        duplicate_of: str | None = None,
+        first_seen: datetime | None = None,
+    ) -> Fetched:
+        """From a ``tasks.sources.Received``, without its bytes. ``first_seen``: when these bytes
+        were first received from this county, if before (a rerun keeps that time)."""
         return cls(
             county_code=received.county_code,
             period=received.period,
             kind=received.kind,
             file_name=received.file_name,
             source=received.source,
-            received_at=received.received_at,
+            received_at=first_seen if first_seen is not None else received.received_at,
             sha256=sha256,
             duplicate_of=duplicate_of,
+            file_mtime=getattr(received, "file_mtime", None),
         )
 
 
@@ -178,12 +188,16 @@ def fetch_and_read(
     period: str,
     settings: Settings,
     known: frozenset[tuple[str, str]] = frozenset(),
+    first_seen: Mapping[tuple[str, str], datetime] | None = None,
 ) -> ChunkResult:
     """Fetch a chunk of counties' returns for ``period``, archive every payload, read the new ones.
 
     ``known`` holds (county_code, sha256) pairs already judged under the current rules: such
-    payloads are archived (a no-op, content-addressed) but not read again.
+    payloads are archived (a no-op, content-addressed) but not read again. ``first_seen`` gives
+    the ``received_at`` of (county_code, sha256) pairs received before, under any rules: bytes
+    received again keep the time they were first received (``RunPlan.first_seen``).
     """
+    first_seen = first_seen or {}
     from tasks.sources import fetch_all, load_source_config
     from warehouse.archive import Archive
 
@@ -200,10 +214,11 @@ def fetch_and_read(
             unreachable[outcome.county_code] = str(getattr(outcome.error, "message_zh", outcome.error))
     contents: list[bytes] = []
     for rec, sha in zip(received, shas, strict=True):
+        earlier = first_seen.get((rec.county_code, sha))
         if (rec.county_code, sha) in known:
-            fetched.append(Fetched.of(rec, sha, duplicate_of=sha))
+            fetched.append(Fetched.of(rec, sha, duplicate_of=sha, first_seen=earlier))
             continue
-        item = Fetched.of(rec, sha)
+        item = Fetched.of(rec, sha, first_seen=earlier)
         fetched.append(item)
         fresh.append(item)
         contents.append(rec.content)
@@ -240,6 +255,8 @@ class RunPlan:
     known: frozenset[tuple[str, str]]  # (county_code, sha256) already judged under today's rules
     archived: list[dict[str, object]]  # force: earlier submissions to re-judge from the archive
     rules_version: str
+    # (county_code, sha256) -> when those bytes were first received, under any rules
+    first_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 def plan_run(
@@ -261,7 +278,7 @@ def plan_run(
         chosen = merge_counties(known_counties, list_inbox_counties(settings), config.keys())
     subs = warehouse.query(
         "SELECT submission_id, kind, county_code, period, source, file_name, sha256, received_at, "
-        "status, rules_version FROM submission WHERE period = :period",
+        "status, rules_version, file_mtime FROM submission WHERE period = :period",
         {"period": period},
     )
     subs = subs[subs["county_code"].isin(chosen)]
@@ -277,7 +294,17 @@ def plan_run(
         known = frozenset(zip(current["county_code"], current["sha256"], strict=True))
         archived = []
     chunks = chunked(chosen, max_chunks=FETCH_CHUNKS, min_size=FETCH_CHUNK_MIN_COUNTIES)
-    return RunPlan(period, chosen, chunks, known, archived, version)
+    return RunPlan(period, chosen, chunks, known, archived, version, _first_seen(subs))
+
+
+def _first_seen(subs: pd.DataFrame) -> dict[tuple[str, str], datetime]:
+    """(county_code, sha256) -> the earliest ``received_at`` the submissions record for them."""
+    if subs.empty:
+        return {}
+    times = pd.to_datetime(subs["received_at"], utc=True, errors="coerce")
+    frame = subs.assign(_rt=times).dropna(subset=["_rt"])
+    earliest = frame.groupby(["county_code", "sha256"])["_rt"].min()
+    return {(str(c), str(h)): ts.to_pydatetime() for (c, h), ts in earliest.items()}
 
 
 def _refuse_unknown_counties(warehouse, settings: Settings, counties: Sequence[str]) -> None:
@@ -346,6 +373,7 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
         received_at = pd.Timestamp(row["received_at"])
         if received_at.tzinfo is None:
             received_at = received_at.tz_localize("UTC")
+        mtime = pd.Timestamp(row["file_mtime"]) if row.get("file_mtime") is not None else None
         rec = Received(
             county_code=str(row["county_code"]),
             period=period,
@@ -354,6 +382,7 @@ def _reread_archived(settings: Settings, archived: list[dict[str, object]], peri
             content=content,
             source=str(row["source"]),
             received_at=received_at.to_pydatetime(),
+            file_mtime=None if mtime is None or pd.isna(mtime) else mtime.to_pydatetime(),
         )
         out.append(Fetched.of(rec, str(row["sha256"])))
         contents.append(content)
@@ -395,6 +424,7 @@ def gather_period(
                 source=f.source,
                 received_at=f.received_at,
                 parsed=f.parsed,
+                file_mtime=f.file_mtime,
             )
         )
     return Gathered(period, by_kind, duplicates, unreachable)

@@ -66,6 +66,7 @@ SUBMISSION_COLUMNS = [
     "is_late",
     "unknown_columns",
     "loaded_at",
+    "file_mtime",
 ]
 # A dq_issue row: the finding plus where it belongs.
 ISSUE_COLUMNS = ["submission_id", "kind", "county_code", "period", *FINDING_COLUMNS[1:]]
@@ -81,8 +82,9 @@ class Candidate:
     file_name: str
     sha256: str
     source: str
-    received_at: datetime
+    received_at: datetime  # when gaibao first read the bytes: decides lateness and newest-wins
     parsed: ParsedReturn
+    file_mtime: datetime | None = None  # the time the file claims, for the record only
 
 
 @dataclass
@@ -471,6 +473,7 @@ def _submission_record(sid: str, cand: Candidate, version: str, due_day: int, tz
         "is_late": is_late(cand.received_at, cand.period, due_day, tz),
         "unknown_columns": json.dumps(list(cand.parsed.unknown_columns), ensure_ascii=False),
         "loaded_at": None,
+        "file_mtime": cand.file_mtime,
     }
 
 

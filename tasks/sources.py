@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -76,7 +77,8 @@ class Received:
     file_name: str
     content: bytes = field(repr=False)
     source: str  # where it came from, for the register (never carries a secret)
-    received_at: datetime  # UTC, tz-aware
+    received_at: datetime  # UTC, tz-aware: when gaibao read the bytes, never a time the file claims
+    file_mtime: datetime | None = None  # what the file or platform claims (mtime, Last-Modified), for the record
 
     @cached_property
     def sha256(self) -> str:
@@ -199,6 +201,30 @@ def _utc_from_timestamp(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+_STAMP_LOCK = threading.Lock()
+_last_stamp: datetime | None = None
+
+
+def received_now() -> datetime:
+    """The time a payload was received: now in UTC, strictly later than the previous call in this
+    process, so that files read one after another keep their order however fast they are read."""
+    global _last_stamp
+    with _STAMP_LOCK:
+        now = datetime.now(UTC)
+        if _last_stamp is not None and now <= _last_stamp:
+            now = _last_stamp + timedelta(microseconds=1)
+        _last_stamp = now
+        return now
+
+
+def arrival_order(mtime: datetime | None, name: str, now: datetime) -> tuple[datetime, str]:
+    """The order in which a source reads the files it finds at one time: by their own times, a
+    time in the future counting as now (a file dated 2099 is not newer than a file of today), then
+    by name. Only the order among files first seen together: their ``received_at`` is the time
+    each is read."""
+    return (min(mtime, now) if mtime is not None else now, name)
+
+
 def _sorted(received: list[Received]) -> list[Received]:
     """Oldest first, then by name: a resubmission comes after the first file."""
     return sorted(received, key=lambda r: (r.received_at, r.file_name))
@@ -216,11 +242,23 @@ class FolderSource:
     ``memory://inbox/340102``). Only the folder's own regular files are considered: not subfolders,
     not symbolic links (an upload must not make the pipeline read a file outside the folder).
     A missing folder means the county has sent nothing: ``[]``, not an error.
+
+    ``received_at`` is the time each file is read (files found together are read in
+    ``arrival_order``); the file's own mtime is kept in ``file_mtime``. ``file_times_are_arrivals``
+    (``GAIBAO_REPLAY_FILE_TIMES``) takes the mtime as ``received_at`` instead, never later than
+    the read: only for replaying files whose times are known to be their arrivals (the demo).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, file_times_are_arrivals: bool = False) -> None:
         self.root = str(root)
         self.is_local = "://" not in self.root or self.root.startswith("file://")
+        self.file_times_are_arrivals = file_times_are_arrivals
+
+    def _received_at(self, mtime: datetime | None) -> datetime:
+        now = received_now()
+        if self.file_times_are_arrivals and mtime is not None:
+            return min(mtime, now)
+        return now
 
     def describe(self) -> str:
         return f"folder:{self.root}"
@@ -257,25 +295,51 @@ class FolderSource:
     def _fetch_local(self, county_code: str, period: str) -> list[Received]:
         out: list[Received] = []
         source = self.describe()
-        with os.scandir(self._local_root) as entries:
-            # symlinks are skipped: an upload must not make us read a file outside the folder
-            matches = [e for e in entries if belongs_to(e.name, period) and e.is_file(follow_symlinks=False)]
-        for entry in matches:
-            with open(entry.path, "rb") as fh:
-                content = fh.read()
-                mtime = os.fstat(fh.fileno()).st_mtime
-            out.append(
-                Received(
-                    county_code=county_code,
-                    period=period,
-                    kind=kind_in_name(entry.name),
-                    file_name=entry.name,
-                    content=content,
-                    source=source,
-                    received_at=_utc_from_timestamp(mtime),
-                )
-            )
+        # The folder is opened without following a symbolic link, and its files relative to it
+        # without following one either: an upload (a linked folder or file) must not make us read
+        # anything outside the folder, also if it is swapped between listing and reading.
+        try:
+            dir_fd = os.open(self._local_root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self._local_root):
+                log.warning("county %s: folder %s is a symbolic link: skipped", county_code, self._local_root)
+                return []
+            raise
+        try:
+            with os.scandir(dir_fd) as entries:
+                matches = [e for e in entries if belongs_to(e.name, period) and e.is_file(follow_symlinks=False)]
+            now = datetime.now(UTC)
+            listed = [(e, _utc_from_timestamp(e.stat(follow_symlinks=False).st_mtime)) for e in matches]
+            listed.sort(key=lambda item: arrival_order(item[1], item[0].name, now))
+            for entry, _ in listed:
+                out.append(self._read_entry(dir_fd, entry.name, county_code, period, source))
+        finally:
+            os.close(dir_fd)
         return out
+
+    def _read_entry(self, dir_fd: int, name: str, county_code: str, period: str, source: str) -> Received:
+        """One file of the folder, opened relative to it and never through a symbolic link."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # became a link since the listing
+                raise SourceUnreachable(
+                    "上报文件夹内容在读取过程中发生变化，请稍后重试", f"{name} became a symbolic link", retryable=True
+                ) from None
+            raise
+        with os.fdopen(fd, "rb") as fh:
+            content = fh.read()
+            mtime = _utc_from_timestamp(os.fstat(fh.fileno()).st_mtime)
+        return Received(
+            county_code=county_code,
+            period=period,
+            kind=kind_in_name(name),
+            file_name=name,
+            content=content,
+            source=source,
+            received_at=self._received_at(mtime),
+            file_mtime=mtime,
+        )
 
     def _fetch_fsspec(self, county_code: str, period: str) -> list[Received]:
         from fsspec.core import url_to_fs
@@ -284,12 +348,16 @@ class FolderSource:
         if not fs.isdir(path):
             return []
         out: list[Received] = []
+        listed = []
         for info in fs.ls(path, detail=True):
             if info.get("type") != "file":
                 continue
             name = PurePosixPath(info["name"]).name
-            if not belongs_to(name, period):
-                continue
+            if belongs_to(name, period):
+                listed.append((info, name, _fsspec_mtime(fs, info)))
+        now = datetime.now(UTC)
+        listed.sort(key=lambda item: arrival_order(item[2], item[1], now))
+        for info, name, mtime in listed:
             content = fs.cat_file(info["name"])
             out.append(
                 Received(
@@ -299,7 +367,8 @@ class FolderSource:
                     file_name=name,
                     content=content,
                     source=self.describe(),
-                    received_at=_fsspec_mtime(fs, info),
+                    received_at=self._received_at(mtime),
+                    file_mtime=mtime,
                 )
             )
         return out
@@ -481,7 +550,8 @@ class HttpSource:
                 file_name=f"{county_code}_{period}_{self.kind or 'records'}.json",
                 content=records_payload(records),
                 source=f"http:{first_url}",
-                received_at=last_modified or datetime.now(UTC),
+                received_at=received_now(),
+                file_mtime=last_modified,
             )
         ]
 
@@ -723,17 +793,20 @@ class SftpSource:
                 conn.start_sftp_client() as sftp,
             ):
                 deadline.reschedule(loop.time() + self.timeout_s)
-                names = await sftp.readdir(root)
-                for entry in names:
+                listed = []
+                for entry in await sftp.readdir(root):
                     name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
-                    if entry.attrs.type != asyncssh.FILEXFER_TYPE_REGULAR or not belongs_to(name, period):
-                        continue
+                    if entry.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR and belongs_to(name, period):
+                        mtime = entry.attrs.mtime
+                        listed.append((entry, name, _utc_from_timestamp(mtime) if mtime is not None else None))
+                now = datetime.now(UTC)
+                listed.sort(key=lambda item: arrival_order(item[2], item[1], now))
+                for _entry, name, file_mtime in listed:
                     path = f"{root.rstrip('/')}/{name}"
                     deadline.reschedule(loop.time() + self.timeout_s)
                     async with sftp.open(path, "rb") as fh:
                         data: Any = await fh.read()
                     content = data if isinstance(data, bytes) else str(data).encode("utf-8")
-                    mtime = entry.attrs.mtime
                     out.append(
                         Received(
                             county_code=county_code,
@@ -742,7 +815,8 @@ class SftpSource:
                             file_name=name,
                             content=content,
                             source=source,
-                            received_at=_utc_from_timestamp(mtime) if mtime is not None else datetime.now(UTC),
+                            received_at=received_now(),
+                            file_mtime=file_mtime,
                         )
                     )
         return out
@@ -939,7 +1013,7 @@ class DatabaseSource:
                 file_name=f"{county_code}_{period}_{self.kind or 'records'}.json",
                 content=records_payload(rows),
                 source=self.describe(),
-                received_at=datetime.now(UTC),
+                received_at=received_now(),
             )
         ]
 
@@ -1122,7 +1196,7 @@ def build_source(spec: SourceSpec, county_code: str, settings: Settings) -> Sour
         root = (
             spec.root.replace("{county_code}", county_code) if spec.root else settings.inbox_dir / county_code
         )
-        return FolderSource(root)
+        return FolderSource(root, file_times_are_arrivals=settings.replay_file_times)
     if isinstance(spec, HttpSpec):
         return HttpSource(
             spec.url,
@@ -1176,7 +1250,10 @@ def list_inbox_counties(settings: Settings) -> list[str]:
     if not inbox.is_dir():
         return []
     with os.scandir(inbox) as entries:
-        return sorted(e.name for e in entries if COUNTY_CODE_RE.match(e.name) and e.is_dir())
+        # a county folder that is a symbolic link is skipped, as linked files are
+        return sorted(
+            e.name for e in entries if COUNTY_CODE_RE.match(e.name) and e.is_dir(follow_symlinks=False)
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,10 +41,14 @@ def plan_runs(
 
 @task(name="fetch_returns", retries=1, retry_delay_seconds=5, persist_result=False, cache_policy=NO_CACHE)
 def fetch_returns(
-    counties: Sequence[str], period: str, settings: Settings, known: frozenset[tuple[str, str]]
+    counties: Sequence[str],
+    period: str,
+    settings: Settings,
+    known: frozenset[tuple[str, str]],
+    first_seen: dict | None = None,
 ) -> ChunkResult:
     """Fetch, archive and read one chunk of counties' returns (per-county retries happen inside)."""
-    result = plain.fetch_and_read(counties, period, settings, known)
+    result = plain.fetch_and_read(counties, period, settings, known, first_seen)
     if result.unreachable:
         get_run_logger().warning("unreachable sources: %s", ", ".join(sorted(result.unreachable)))
     return result

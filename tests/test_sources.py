@@ -133,6 +133,7 @@ def test_folder_source_picks_the_periods_files_with_mtime_and_order(tmp_path: Pa
     write(folder / "进展2018-12.xlsx.part", b"upload in progress", mtime=t0)
     write(folder / "sub" / "进展2018-12.xlsx", b"in a subfolder", mtime=t0)
 
+    before = datetime.now(UTC)
     received = FolderSource(folder).fetch("340102", PERIOD)
 
     assert [r.file_name for r in received] == [
@@ -144,8 +145,10 @@ def test_folder_source_picks_the_periods_files_with_mtime_and_order(tmp_path: Pa
     assert [r.content for r in received] == [b"first", b"funding", b"same time, later name", b"second"]
     assert [r.kind for r in received] == ["progress", "funding", None, "progress"]
     first = received[0]
-    assert first.received_at == datetime(2019, 1, 3, 8, 0, tzinfo=UTC)
-    assert first.received_at.tzinfo is not None
+    # the file's mtime is kept for the record; received_at is when it was read (issue 16)
+    assert first.file_mtime == datetime(2019, 1, 3, 8, 0, tzinfo=UTC)
+    assert first.received_at.tzinfo is not None and before <= first.received_at <= datetime.now(UTC)
+    assert [r.received_at for r in received] == sorted({r.received_at for r in received})
     assert first.county_code == "340102" and first.period == PERIOD
     assert first.source == f"folder:{folder}"
     assert (
@@ -355,7 +358,8 @@ def test_http_paginated_with_bearer_token(
     assert json.loads(payload.content) == RECORDS[0] + RECORDS[1]
     assert payload.content == records_payload(RECORDS[0] + RECORDS[1])
     assert payload.kind == "progress" and payload.file_name == "340102_2018-12_progress.json"
-    assert payload.received_at == datetime(2019, 1, 3, 8, 0, tzinfo=UTC)
+    assert payload.file_mtime == datetime(2019, 1, 3, 8, 0, tzinfo=UTC)  # Last-Modified, for the record
+    assert payload.received_at > payload.file_mtime  # when it was fetched
     assert payload.source == f"http:{http_server.url('/api/340102/progress')}?period={PERIOD}"
     assert "s3cret" not in payload.source and "s3cret" not in source.describe()
     # the server saw the token and the period on every page
@@ -556,7 +560,8 @@ def test_sftp_source_fetches_the_periods_files(
         ("进展_201812.csv", b"progress", "progress"),
         ("资金2018年12月.xlsx", b"funding", "funding"),
     ]
-    assert received[0].received_at == datetime(2019, 1, 4, 9, 30, tzinfo=UTC)
+    assert received[0].file_mtime == datetime(2019, 1, 4, 9, 30, tzinfo=UTC)  # the file's mtime, kept
+    assert received[0].received_at > received[0].file_mtime  # when it was read
     assert received[0].source == f"sftp://county@127.0.0.1:{sftp_server.port}/returns/340102"
     assert source.fetch("340103", PERIOD) == []  # no folder for that county
 

@@ -35,7 +35,7 @@ submission = sa.Table(
     sa.Column("source", sa.String(200)),
     sa.Column("file_name", sa.String(500)),
     sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True)),
+    sa.Column("received_at", sa.DateTime(timezone=True)),  # when gaibao first read the bytes
     sa.Column("status", sa.String(16), nullable=False),  # accepted | refused | superseded
     sa.Column("reason", sa.Text),
     sa.Column("rows_total", sa.Integer),
@@ -46,6 +46,7 @@ submission = sa.Table(
     sa.Column("unknown_columns", sa.Text),  # JSON list
     sa.Column("loaded_at", sa.DateTime(timezone=True)),
     sa.Column("load_id", sa.String(32)),
+    sa.Column("file_mtime", sa.DateTime(timezone=True)),  # the time the file claims (migration 0006)
     sa.Index("ix_submission_kind_county_period", "kind", "county_code", "period"),
     sa.Index("ix_submission_period", "period"),
     # At most one accepted submission per kind, county and period.
