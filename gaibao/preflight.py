@@ -97,6 +97,15 @@ def check_warehouse(settings: Any, *, create: bool = True) -> WarehouseReach:
             raise SettingsProblem(
                 f"无法创建数据仓库 {shown}", f"cannot create the warehouse {shown}: its folder cannot be made"
             )
+        if db and db != ":memory:" and _read_only(Path(db)):
+            if create:
+                raise SettingsProblem(
+                    f"数据仓库 {shown} 只读，无法写入", f"the warehouse {shown} is read-only: a run cannot write it"
+                )
+            # read it as the warehouse itself does (warehouse.store._make_engine)
+            from warehouse.store import sqlite_read_only_url
+
+            url = sa.make_url(sqlite_read_only_url(Path(db)))
         connect_args["timeout"] = CONNECT_TIMEOUT_S
     elif url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
@@ -124,6 +133,12 @@ def check_warehouse(settings: Any, *, create: bool = True) -> WarehouseReach:
     finally:
         engine.dispose()
     return WarehouseReach(bool(tables), frozenset(c for c in counties if COUNTY_RE.match(c)))
+
+
+def _read_only(db_file: Any) -> bool:
+    import os
+
+    return not (os.access(db_file, os.W_OK) and os.access(db_file.parent, os.W_OK))
 
 
 def _creatable(folder: Any) -> bool:

@@ -100,6 +100,11 @@ def returns_register(warehouse, period: str, counties: list[str] | None = None) 
     return pd.DataFrame(rows, columns=REGISTER_COLUMNS)
 
 
+def _text(value: object) -> str:
+    """A cell as text: empty for None and NaN (pandas turns a column's missing values into NaN)."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
 def format_register(register: pd.DataFrame, period: str) -> str:
     """The register as a terminal table, in Chinese."""
     from io import StringIO
@@ -113,10 +118,11 @@ def format_register(register: pd.DataFrame, period: str) -> str:
     for r in register.itertuples(index=False):
         late = "" if r.is_late is None else ("是" if r.is_late else "否")
         table.add_row(
-            r.county_code, r.county_name, r.city_name, KIND_NAME_ZH[r.kind], STATE_ZH[r.state], late,
-            r.file_name or "", "" if pd.isna(r.rows_accepted) else str(int(r.rows_accepted)),
-            "" if pd.isna(r.rows_rejected) else str(int(r.rows_rejected)), str(r.versions), r.reason or "",
-        )
+            _text(r.county_code), _text(r.county_name), _text(r.city_name), KIND_NAME_ZH[r.kind],
+            STATE_ZH[r.state], late, _text(r.file_name),
+            "" if pd.isna(r.rows_accepted) else str(int(r.rows_accepted)),
+            "" if pd.isna(r.rows_rejected) else str(int(r.rows_rejected)), str(r.versions), _text(r.reason),
+        )  # fmt: skip
     counts = register["state"].value_counts().to_dict()
     late = int(register["is_late"].fillna(False).astype(bool).sum())
     buf = StringIO()

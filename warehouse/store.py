@@ -58,6 +58,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -65,6 +66,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import pyarrow as pa
@@ -284,20 +286,48 @@ def _utc(value: Any) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+_READ_ONLY_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def sqlite_is_read_only(db_file: Path) -> bool:
+    """An existing SQLite file this process may not write, or whose folder it may not write (the
+    journal files live beside it)."""
+    return db_file.exists() and not (os.access(db_file, os.W_OK) and os.access(db_file.parent, os.W_OK))
+
+
+def sqlite_read_only_url(db_file: Path) -> str:
+    """The URL that reads a SQLite file without writing anything: ``mode=ro`` when its WAL files
+    are there (SQLite reads through them: commits not yet checkpointed are seen), else
+    ``immutable=1`` (a WAL database without them needs its -shm created, which a read-only folder
+    forbids; with no WAL file everything committed is in the database file itself)."""
+    path = quote(str(db_file.resolve()))
+    wal_files = all(Path(f"{db_file}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    return f"sqlite:///file:{path}?mode=ro{'' if wal_files else '&immutable=1'}&uri=true"
+
+
 def _make_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
         u = sa.make_url(url)
-        if u.database and u.database != ":memory:":
+        read_only = bool(u.database) and u.database != ":memory:" and sqlite_is_read_only(Path(u.database))
+        if read_only:
+            # A home nobody may write (chmod -R a-w, a read-only mount) can still be read: SQLite
+            # cannot create a WAL database's -shm file there, so the file is opened immutable.
+            log.info("warehouse %s is read-only: opened for reading only", u.database)
+            url = sqlite_read_only_url(Path(u.database))
+        elif u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 120})
+        if read_only:
+            _READ_ONLY_ENGINES.add(engine)
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            if not read_only:  # journal_mode writes the database header: never on a read-only file
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=120000")
             cur.execute("PRAGMA synchronous=NORMAL")
             # 128 MiB of page cache (default 2 MiB): a million-row load updates the indexes of
@@ -648,7 +678,7 @@ class Warehouse:
         if isinstance(lake, str):
             lake = lakemod.open_lake(lake)
         self.lake: Lake | RemoteLake = lake if lake is not None else Lake(self.home / "lake")
-        if recover:
+        if recover and not self.read_only:  # a read-only warehouse is read, never repaired
             self.recover()
 
     @classmethod
@@ -670,6 +700,11 @@ class Warehouse:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def read_only(self) -> bool:
+        """A SQLite warehouse this process can only read (see ``sqlite_is_read_only``)."""
+        return self.engine in _READ_ONLY_ENGINES
 
     def upgrade(self) -> None:
         """Create or migrate the tables (``alembic upgrade head``)."""
