@@ -45,11 +45,70 @@ def prefect_api_url() -> str:
     url = PREFECT_API_URL.value()
     if url:
         return str(url)
+    return start_temporary_server()
+
+
+# ------------------------------------------------------------------------------------------
+# Prefect's temporary server, tied to this process
+
+# Waits for the flow's process or the server to end; if the flow's process ends first (killed,
+# out of memory), stops the server: Prefect stops it only from an atexit hook, which a SIGKILL
+# never runs, and the orphan (~200 MB) would live on. pidfds make it race-free: the server is
+# signalled through a handle on that very process, never through a pid that may be reused.
+_WATCHDOG = r"""
+import os, select, signal, sys, time
+parent, server = int(sys.argv[1]), int(sys.argv[2])
+try:
+    server_fd = os.pidfd_open(server)
+except ProcessLookupError:
+    sys.exit(0)
+try:
+    parent_fd = os.pidfd_open(parent)
+except ProcessLookupError:
+    parent_fd = None
+if parent_fd is not None:
+    ready, _, _ = select.select([parent_fd, server_fd], [], [])
+    if server_fd in ready:
+        sys.exit(0)
+signal.pidfd_send_signal(server_fd, signal.SIGTERM)
+ready, _, _ = select.select([server_fd], [], [], 5)
+if not ready:
+    signal.pidfd_send_signal(server_fd, signal.SIGKILL)
+"""
+
+
+def start_temporary_server() -> str:
+    """Start Prefect's temporary server now (the instance the flow engine's client reuses) and
+    tie it to this process: a watchdog process stops it when this process ends without stopping
+    it. Returns its API URL. Call it before the first flow run when ``PREFECT_API_URL`` is unset."""
+    import subprocess
+    import sys
+
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()  # the same instance the flow engine's client uses
+    already = server.running
     server.start()
+    process = server.server_process
+    if not already and process is not None and hasattr(os, "pidfd_open"):
+        subprocess.Popen(  # noqa: S603 - our own code, our own interpreter
+            [sys.executable, "-I", "-c", _WATCHDOG, str(os.getpid()), str(process.pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to this process's group is not the watchdog's
+            close_fds=True,
+        )
     return server.api_url
+
+
+def ensure_temporary_server() -> str | None:
+    """``start_temporary_server()`` unless ``PREFECT_API_URL`` names a server (then None)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    return start_temporary_server()
 
 
 # ------------------------------------------------------------------------------------------

@@ -123,7 +123,9 @@ def ingest(
     _preflight(period=period, counties=county)
     _quiet_runtime()
     from flows.nightly import nightly_ingest
-    from flows.runners import task_runner
+    from flows.runners import ensure_temporary_server, task_runner
+
+    ensure_temporary_server()  # tied to this process: it goes when the process goes, also killed
 
     flow = nightly_ingest.with_options(task_runner=task_runner(kind=runner)) if runner else nightly_ingest
     summary = flow(period=period, counties=county or None)
@@ -144,7 +146,9 @@ def backfill(
     _preflight(start=start, end=end, counties=county)
     _quiet_runtime()
     from flows.backfill import backfill as backfill_flow
-    from flows.runners import task_runner
+    from flows.runners import ensure_temporary_server, task_runner
+
+    ensure_temporary_server()  # tied to this process: it goes when the process goes, also killed
 
     flow = backfill_flow.with_options(task_runner=task_runner(kind=runner)) if runner else backfill_flow
     summary = flow(start=start, end=end, counties=county or None, force=force)
@@ -247,7 +251,10 @@ def demo(
     _quiet_runtime()
     if home is not None:
         os.environ["GAIBAO_HOME"] = str(home)
+    from flows.runners import ensure_temporary_server
     from gaibao.demo_run import run_demo
+
+    ensure_temporary_server()
 
     code = run_demo(echo=typer.echo)
     raise typer.Exit(code=code)
