@@ -121,6 +121,8 @@ PROGRESS_CASES = [
     ("E_NEGATIVE", GOOD_PROGRESS, {"started_area_m2": "-5"}, "started_area_m2", "-5"),
     ("E_NEGATIVE", GOOD_PROGRESS, {"completed_invest_wan": "-1"}, "completed_invest_wan", "-1"),
     ("E_NEGATIVE", GOOD_PROGRESS, {"funds_local_wan": "-0.5"}, "funds_local_wan", "-0.5"),
+    ("E_IMPLAUSIBLE", GOOD_PROGRESS, {"planned_area_m2": "1e308"}, "planned_area_m2", "1e308"),
+    ("E_IMPLAUSIBLE", GOOD_PROGRESS, {"planned_invest_wan": "2000000"}, "planned_invest_wan", "2000000"),
     ("E_PLANNED_INVEST", GOOD_PROGRESS, {"planned_invest_wan": None}, "planned_invest_wan", None),
     ("E_PLANNED_INVEST", GOOD_PROGRESS, {"planned_invest_wan": "0"}, "planned_invest_wan", "0"),
     (
@@ -397,6 +399,8 @@ FUNDING_CASES = [
     ("E_NEGATIVE", {"funds_urban_wan": "-3"}, "funds_urban_wan", "-3"),
     ("E_NEGATIVE", {"teachers_recruited": "-2", "teachers_rural": "0"}, "teachers_recruited", "-2"),
     ("E_NEGATIVE", {"rural_teacher_subsidy_wan": "-9"}, "rural_teacher_subsidy_wan", "-9"),
+    ("E_IMPLAUSIBLE", {"funds_total_wan": "1e308"}, "funds_total_wan", "1e308"),
+    ("E_IMPLAUSIBLE", {"land_mu": "9e9"}, "land_mu", "9e9"),
     ("E_FUNDING_PARTS_OVER_TOTAL", {"funds_total_wan": "140000"}, "funds_total_wan", "140000"),
     ("E_TEACHERS_RURAL_OVER_RECRUITED", {"teachers_rural": "1800"}, "teachers_rural", "1800"),
     ("TYPE_INT", {"teachers_recruited": "1766.5"}, "teachers_recruited", "1766.5"),
