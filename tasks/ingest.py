@@ -464,7 +464,51 @@ def judge_period(
             suite_findings=(suite_findings or {}).get(kind),
             release_rows=True,  # each candidate is judged once: its rows need not stay twice in memory
         )
+        judgements[kind] = _warn_dropped_by_resubmission(warehouse, kind, gathered.period, judgements[kind])
     return Judged(gathered.period, judgements, gathered.duplicates, gathered.unreachable)
+
+
+# Up to this many resubmitting counties, their accepted projects are read county by county;
+# more (a rules change re-judging a whole month), the period's in one query.
+_PER_COUNTY_READS = 200
+
+
+def _warn_dropped_by_resubmission(warehouse, kind: str, period: str, judgement):
+    """``tasks.judge.resubmission_drops`` with what the warehouse has accepted for the batch's
+    counties this period (read only for counties whose accepted return this batch may replace)."""
+    from tasks.judge import resubmission_drops
+
+    subs = judgement.submissions
+    if kind != "progress" or subs.empty or not (subs["status"] == "accepted").any():
+        return judgement
+    current = warehouse.query(
+        "SELECT submission_id, county_code, period, file_name, received_at, sha256 FROM submission "
+        "WHERE kind = :kind AND period = :period AND status = 'accepted'",
+        {"kind": kind, "period": period},
+    )
+    batch = subs[subs["status"] == "accepted"]
+    replaced = current[
+        current["county_code"].isin(set(batch["county_code"]))
+        & ~current["sha256"].isin(set(batch["sha256"]))
+    ]
+    counties = sorted(set(replaced["county_code"]))
+    if not counties:
+        projects = pd.DataFrame(columns=["county_code", "period", "project_id", "school_name"])
+    elif len(counties) <= _PER_COUNTY_READS:
+        sql = (
+            "SELECT county_code, period, project_id, school_name FROM fact_progress "
+            "WHERE period = :period AND county_code = :county"
+        )
+        projects = pd.concat(
+            [warehouse.query(sql, {"period": period, "county": c}) for c in counties], ignore_index=True
+        )
+    else:
+        projects = warehouse.query(
+            "SELECT county_code, period, project_id, school_name FROM fact_progress WHERE period = :period",
+            {"period": period},
+        )
+        projects = projects[projects["county_code"].isin(counties)]
+    return resubmission_drops(kind, judgement, current[current["county_code"].isin(counties)], projects)
 
 
 def load_waves(judgement) -> list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:

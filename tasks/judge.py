@@ -619,3 +619,110 @@ def _first_value(series: pd.Series) -> str | None:
 
 def _short(number: float) -> str:
     return f"{number:.2f}".rstrip("0").rstrip(".")
+
+
+# --------------------------------------------------------------------------------------------
+# A resubmission that drops projects the version it replaces had accepted
+
+
+def resubmission_drops(
+    kind: str, judgement: Judgement, current: pd.DataFrame, current_projects: pd.DataFrame
+) -> Judgement:
+    """Warn the county, project by project, when a resubmission replaces an accepted return of
+    the same period whose accepted projects it does not accept: absent from the new file
+    (``RESUBMISSION_DROPS_PROJECT``, file-level) or in a row the new file has rejected
+    (``RESUBMISSION_REJECTS_PROJECT``, on that row). Without this a return with 111 of 112 rows
+    bad replaced 112 accepted projects with one, silently.
+
+    ``current``: the warehouse's accepted submissions of the batch's (county, period) keys
+    (``submission_id, county_code, period, file_name, received_at, sha256``);
+    ``current_projects``: their accepted rows (``county_code, period, project_id, school_name``).
+    Several accepted versions of one key in the batch are compared in received order, each with
+    the one it replaces. Only progress returns list projects; other kinds are returned as given.
+    """
+    subs = judgement.submissions
+    if kind != "progress" or subs.empty:
+        return judgement
+    accepted = subs[subs["status"] == "accepted"]
+    if accepted.empty:
+        return judgement
+    facts = judgement.facts
+    new_projects: dict[str, dict[str, object]] = {}
+    if len(facts):
+        names = facts["school_name"] if "school_name" in facts.columns else pd.Series(None, index=facts.index)
+        for sid, pid, school in zip(facts[SUBMISSION_ID], facts["project_id"], names, strict=True):
+            if pid is not None and not pd.isna(pid):
+                new_projects.setdefault(str(sid), {})[str(pid)] = school
+    issues = judgement.issues
+    rejected_at: dict[tuple[str, str], int] = {}
+    errors = issues[
+        (issues["severity"] == "error") & issues["row_number"].notna() & issues["project_id"].notna()
+    ]
+    for sid, pid, row in zip(
+        errors["submission_id"], errors["project_id"], errors["row_number"], strict=True
+    ):
+        key = (str(sid), str(pid))
+        rejected_at[key] = min(int(row), rejected_at.get(key, int(row)))
+    old_projects: dict[tuple[str, str], dict[str, object]] = {}
+    for c, p, pid, school in current_projects[
+        ["county_code", "period", "project_id", "school_name"]
+    ].itertuples(index=False, name=None):
+        old_projects.setdefault((str(c), str(p)), {})[str(pid)] = school
+    now_by_key = {(str(r.county_code), str(r.period)): r for r in current.itertuples(index=False)}
+
+    def received(value: object) -> pd.Timestamp:
+        ts = pd.Timestamp(value)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+    rows: list[dict[str, object]] = []
+    ordered = accepted.assign(received_utc=accepted["received_at"].map(received)).sort_values(
+        ["received_utc", "submission_id"]
+    )
+    for (county, period), group in ordered.groupby(["county_code", "period"], sort=False):
+        chain: list[tuple[str, dict[str, object]]] = []  # (file name, {project: school}) in order
+        now = now_by_key.get((str(county), str(period)))
+        for r in group.itertuples(index=False):
+            if now is not None and (r.submission_id == now.submission_id or r.sha256 == now.sha256):
+                continue  # the same bytes again (a re-judge): they replace nothing
+            if now is not None and not chain and r.received_utc <= received(now.received_at):
+                continue  # older than the accepted return: it will not replace it
+            if now is not None and not chain:
+                chain.append((str(now.file_name), old_projects.get((str(county), str(period)), {})))
+            kept = new_projects.get(str(r.submission_id), {})
+            if chain:
+                previous_file, previous = chain[-1]
+                for pid, school in previous.items():
+                    if pid in kept:
+                        continue
+                    row = rejected_at.get((str(r.submission_id), pid))
+                    rule = "RESUBMISSION_DROPS_PROJECT" if row is None else "RESUBMISSION_REJECTS_PROJECT"
+                    message = plain_message(kind, rule).format(
+                        project_id=pid,
+                        school_name=school if isinstance(school, str) and school else "学校未知",
+                        previous_file=previous_file,
+                        row=row,
+                    )
+                    rows.append(
+                        {
+                            "submission_id": r.submission_id,
+                            "row_number": row,
+                            "project_id": pid,
+                            "rule": rule,
+                            "severity": "warning",
+                            "column_name": "project_id",
+                            "value": pid,
+                            "message": message,
+                            "is_explained": False,
+                        }
+                    )
+            chain.append((str(r.file_name), kept))
+    if not rows:
+        return judgement
+    found = pd.DataFrame(rows, columns=FINDING_COLUMNS)
+    found["row_number"] = found["row_number"].astype("Int64")
+    added = _issues(found, subs, kind)
+    return Judgement(
+        submissions=subs,
+        facts=judgement.facts,
+        issues=pd.concat([judgement.issues, added], ignore_index=True),
+    )
