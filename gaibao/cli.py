@@ -72,9 +72,10 @@ def _preflight(
     end: str | None = None,
     counties: list[str] | None = None,
     create: bool = True,
-) -> None:
+) -> bool:
     """Check options, settings, the sources file and the warehouse before anything runs: each
-    problem is one line (Chinese / English) on stderr and an exit code, never a flow run."""
+    problem is one line (Chinese / English) on stderr and an exit code, never a flow run.
+    Returns whether the warehouse has its tables yet."""
     from gaibao.options import OptionError, check_counties, check_period, check_range
     from gaibao.preflight import (
         SettingsProblem,
@@ -105,6 +106,7 @@ def _preflight(
     except OptionError as exc:
         typer.echo(f"错误：{exc}", err=True)
         raise typer.Exit(code=EXIT_BAD_OPTION) from None
+    return reach.has_tables
 
 
 def _exit_for(summary: dict) -> None:
@@ -159,7 +161,13 @@ def backfill(
 @app.command()
 def status(period: PeriodOpt, county: CountyOpt = None) -> None:
     """The expected-returns register: who sent what, accepted or refused and why, late, or missing."""
-    _preflight(period=period, counties=county, create=False)
+    if not _preflight(period=period, counties=county, create=False):
+        typer.echo(
+            "错误：数据仓库尚未建立，请先运行 gaibao db upgrade 或 gaibao ingest / "
+            "the warehouse has no tables yet: run gaibao db upgrade or gaibao ingest first",
+            err=True,
+        )
+        raise typer.Exit(code=EXIT_BAD_SETTINGS)
     from tasks.register import format_register, returns_register
     from warehouse.store import Warehouse
 
@@ -225,6 +233,14 @@ def rules_impact_cmd(
     ] = None,
 ) -> None:
     """Re-judge every archived return with the rules in the working tree; writes nothing to the warehouse."""
+    if since is not None:
+        from gaibao.options import OptionError, check_period
+
+        try:
+            check_period(since, "--since")
+        except OptionError as exc:
+            typer.echo(f"错误：{exc}", err=True)
+            raise typer.Exit(code=EXIT_BAD_OPTION) from None
     _quiet_runtime()
     from gaibao.settings import get_settings
     from tasks.impact import format_impact, rules_impact, write_impact_csv

@@ -122,6 +122,7 @@ def home(tmp_path: Path) -> Path:
         (["ingest", "--period", "2018-12", "--county", "../../outside"], ["'../../outside'", "6 位数字"]),
         (["ingest", "--period", "2018-12", "--county", "999999"], ["999999", "不是已知的县区"]),
         (["status", "--period", "2018-12", "--county", "999999"], ["999999"]),
+        (["rules", "impact", "--since", "2018-13"], ["--since '2018-13'"]),
     ],
 )
 def test_bad_options_are_one_line_and_exit_3(home: Path, args: list[str], needles: list[str]) -> None:
@@ -192,3 +193,9 @@ def test_flow_refuses_an_unknown_county(prefect_harness: None, gaibao_home: Path
     with pytest.raises(OptionError, match="999999"):
         nightly_ingest(period="2018-12", counties=["999999"])
     assert not list(gaibao_home.rglob("*.eml"))
+
+
+def test_status_on_a_home_without_a_warehouse_says_so_and_creates_nothing(home: Path) -> None:
+    proc, _ = _run(home, "status", "--period", "2018-12")
+    _assert_refused(home, proc, EXIT_BAD_SETTINGS, "gaibao db upgrade")
+    assert not (home / "warehouse.db").exists()
