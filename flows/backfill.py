@@ -1,6 +1,8 @@
 """Backfill: re-run a range of periods in order, for all or some counties."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: Prefect builds the parameters' model from the
+# annotations, and a flow run started from a deployment (another process) could not resolve
+# the names of ``gaibao.options``' annotated types from strings.
 
 from prefect import flow
 

@@ -1,6 +1,8 @@
 """The nightly ingest: collect last month's county returns, judge them, load what passes."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: Prefect builds the parameters' model from the
+# annotations, and a flow run started from a deployment (another process) could not resolve
+# the names of ``gaibao.options``' annotated types from strings.
 
 from prefect import flow
 

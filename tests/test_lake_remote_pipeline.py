@@ -141,6 +141,8 @@ def test_nightly_runs_on_an_sftp_lake_give_the_same_warehouse(
         return opened
 
     monkeypatch.setattr(RemoteLake, "open_parquet", open_parquet)
+    # the demo's files carry their arrival times: replayed as received_at, both runs agree on them
+    monkeypatch.setenv("GAIBAO_REPLAY_FILE_TIMES", "true")
 
     local_home = tmp_path / "local" / "home"
     manifest = generate_demo(local_home)

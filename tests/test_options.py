@@ -199,3 +199,47 @@ def test_status_on_a_home_without_a_warehouse_says_so_and_creates_nothing(home: 
     proc, _ = _run(home, "status", "--period", "2018-12")
     _assert_refused(home, proc, EXIT_BAD_SETTINGS, "gaibao db upgrade")
     assert not (home / "warehouse.db").exists()
+
+
+def test_a_deployment_run_with_a_bad_period_fails_fast_and_pages_nobody(
+    prefect_harness: None, gaibao_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a process worker runs it: the flow loaded in a process of its own from its entrypoint."""
+    import asyncio
+    import contextvars
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.runner import Runner
+
+    from flows.backfill import backfill
+    from gaibao.settings import get_settings
+
+    monkeypatch.setenv("GAIBAO_DATA_ENGINEERS", '["oncall@example.cn"]')
+    get_settings.cache_clear()
+    runner = Runner(name="bad-period", query_seconds=1)
+    deployment_id = runner.add_flow(backfill, name="bad-period")
+    with get_client(sync_client=True) as client:
+        scheduled = client.create_flow_run_from_deployment(
+            deployment_id, parameters={"start": "2018-13", "end": "2018-12"}
+        )
+    errors: list[BaseException] = []
+
+    def run_runner() -> None:
+        try:
+            asyncio.run(runner.start(run_once=True))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run_runner,), daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive() and not errors, errors
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(scheduled.id).state
+    assert state is not None and state.is_failed(), state
+    assert "'2018-13'" in (state.message or "") and "不是有效的报告期" in (state.message or "")
+    assert time.monotonic() - started < 90
+    assert not (gaibao_home / "warehouse.db").exists()  # nothing ran
+    assert not list(gaibao_home.rglob("*.eml"))  # nobody paged
