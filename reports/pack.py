@@ -38,6 +38,7 @@ from reports.exceptions import (
 from reports.inputs import PackInputs, load_inputs
 from reports.manifest import (
     Manifest,
+    area_figures,
     build_manifest,
     diff_manifests,
     latest_manifest,
@@ -574,7 +575,10 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
     ]
     fund_city, fund_county, fund_figures = _funding(inputs)
     inputs_subs = inputs.source_submissions if inputs.source_submissions is not None else pd.DataFrame()
-    manifest = build_manifest(period, inputs_subs, inputs.county_progress, scorecard, inputs.county_funding)
+    areas = area_figures(period, inputs.county_progress, head, inputs.county_funding, fund_city)
+    manifest = build_manifest(
+        period, inputs_subs, inputs.county_progress, scorecard, inputs.county_funding, areas
+    )
 
     return PackData(
         period=period,

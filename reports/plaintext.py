@@ -59,13 +59,19 @@ def _pad(text: str, width: int, right: bool) -> str:
     return space + text if right else text + space
 
 
-def text_table(rows: list[list[tuple[str, bool]]], header_rows: int = 0) -> str:
-    """Rows of (text, is_number) cells as aligned lines; a rule under the first ``header_rows``."""
+def text_table(
+    rows: list[list[tuple[str, bool]]],
+    header_rows: int = 0,
+    max_cell: int = MAX_CELL,
+    max_last_cell: int = MAX_LAST_CELL,
+) -> str:
+    """Rows of (text, is_number) cells as aligned lines; a rule under the first ``header_rows``.
+    A cell wider than ``max_cell`` (the last column: ``max_last_cell``) wraps."""
     if not rows:
         return ""
     n = max(len(r) for r in rows)
     rows = [r + [("", False)] * (n - len(r)) for r in rows]
-    limits = [MAX_CELL] * (n - 1) + [MAX_LAST_CELL]
+    limits = [max_cell] * (n - 1) + [max_last_cell]
     wrapped = [[(_wrap(t, limits[j]), right) for j, (t, right) in enumerate(r)] for r in rows]
     widths = [max(cell_len(line) for r in wrapped for line in r[j][0]) for j in range(n)]
     out: list[str] = []
