@@ -163,7 +163,7 @@ def rules_show(
         raise typer.Exit(2)
     typer.echo(
         f"规则版本 {text.rules_version}：{len(text.files)}个规则文件，"
-        f"首次使用 {text.recorded_at:%Y-%m-%d %H:%M} UTC，用它校验的报送 {text.submissions:,} 份（全文已按 sha256 校验）"
+        f"记录于 {text.recorded_at:%Y-%m-%d %H:%M} UTC，用它校验的报送 {text.submissions:,} 份（全文已按 sha256 校验）"
     )
     for f in files:
         typer.echo(f"\n===== {f.file_name}  sha256 {f.sha256} =====")
