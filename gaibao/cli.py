@@ -287,6 +287,18 @@ def _register_report_commands() -> None:
 _register_report_commands()
 
 
+def _register_trace_commands() -> None:
+    """``gaibao trace``, ``gaibao archive get`` and ``gaibao rules show`` (reports/trace_cli.py)."""
+    from reports.trace_cli import archive_app, rules_show, trace
+
+    app.command("trace")(trace)
+    app.add_typer(archive_app, name="archive")
+    rules_app.command("show")(rules_show)
+
+
+_register_trace_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

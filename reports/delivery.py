@@ -238,7 +238,8 @@ def deliver_pack(
     digest = result.pack_digest[:16]
     report = DeliveryReport()
     pack_attachments, omitted = [], []
-    for key in ("xlsx", "exceptions_csv", "disclosure_csv", "html"):
+    # the manifest: which submissions and files every county, city and province figure came from
+    for key in ("xlsx", "exceptions_csv", "disclosure_csv", "html", "manifest"):
         path = result.files[key]
         if path.stat().st_size > MAX_ATTACHMENT_BYTES:
             omitted.append(path.name)

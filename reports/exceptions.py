@@ -12,9 +12,13 @@ Definitions (thresholds from :class:`reports.config.Thresholds`):
 - ``STALLED``: 在建 now, and completed area and completed investment equal to the previous
   period's in ``stalled_periods`` consecutive comparisons ending now (2: P == P-1 == P-2).
   A missing period breaks the chain.
-- ``COUNTY_BEHIND``: area or equipment completion rate more than ``behind_city_points``
-  percentage points below the county's city (exactly 10 is not), or among the province's
-  ``bottom_n`` by area completion rate.
+- ``COUNTY_BEHIND``: a county below its five-year plan that lags: its area (or equipment)
+  completion rate is below its city's by more than ``behind_city_points`` percentage points
+  (exactly 10 is not), or, in a province with more than ``bottom_n`` counties, its area
+  completion rate is among the province's ``bottom_n`` lowest. A rate at or above the plan
+  (100%) never counts: a county is never listed for a measure in which it has met its plan,
+  whatever its city or its rank (with 15 counties, the bottom 10 used to reach counties at
+  105.9% of plan).
 - ``MISSING_RETURN``: an expected county sent nothing for a kind this period.
 - ``LATE_RETURN``: the county's accepted return of a kind arrived after the due day.
 - ``REFUSED_RETURN``: the county's returns of a kind were all refused (no accepted one).
@@ -280,12 +284,16 @@ def county_behind(
     eq = m["equipment_completion_rate"].astype(float)
     area_gap = ((m["_city_area"].astype(float) - area) * 100).round(6)
     eq_gap = ((m["_city_eq"].astype(float) - eq) * 100).round(6)
-    behind_area = (area_gap > th.behind_city_points).fillna(False)
-    behind_eq = (eq_gap > th.behind_city_points).fillna(False)
+    below_plan_area = (area < 1.0 - _TOL).fillna(False)
+    below_plan_eq = (eq < 1.0 - _TOL).fillna(False)
+    behind_area = (area_gap > th.behind_city_points).fillna(False) & below_plan_area
+    behind_eq = (eq_gap > th.behind_city_points).fillna(False) & below_plan_eq
     ranked = m.assign(_rate=area).dropna(subset=["_rate"]).sort_values(["_rate", "county_code"])
     bottom_rank = pd.Series(np.arange(1, len(ranked) + 1), index=ranked.index)
     rank = bottom_rank.reindex(m.index)
-    in_bottom = (rank <= th.bottom_n).fillna(False)
+    # the bottom N means something only in a province with more than N counties
+    ranks_apply = len(m) > th.bottom_n
+    in_bottom = (rank <= th.bottom_n).fillna(False) & below_plan_area & ranks_apply
     hit = behind_area | behind_eq | in_bottom
     if not hit.any():
         return empty_exceptions()
@@ -301,11 +309,21 @@ def county_behind(
                 f"设备购置完成率{_pct(eq[i])}，低于全市（{_pct(m.at[i, '_city_eq'])}）{eq_gap[i]:.1f}个百分点"
             )
         if in_bottom[i]:
-            reasons.append(f"面积完成率{_pct(area[i])}，全省倒数第{int(rank[i])}名")
+            reasons.append(f"面积完成率{_pct(area[i])}，全省{len(m)}个县区中倒数第{int(rank[i])}名")
         details.append("；".join(reasons))
     rows = m[hit].copy()
     rows["detail"] = details
     return _frame(rows, period, "COUNTY_BEHIND")
+
+
+def county_behind_rule_zh(th: Thresholds) -> str:
+    """The COUNTY_BEHIND rule in the words of the thresholds in force (the pack's note)."""
+    points = f"{th.behind_city_points:g}"
+    return (
+        f"列入条件：校舍改造面积完成率或设备购置完成率低于所在市{points}个百分点以上；"
+        f"或全省县区多于{th.bottom_n}个时，面积完成率居全省后{th.bottom_n}名。"
+        "某项完成率已达到或超过五年规划（100%）的，不因该项列入。"
+    )
 
 
 def _latest(frame: pd.DataFrame) -> pd.DataFrame:

@@ -286,7 +286,8 @@ def load_inputs(source: Any, period: str, history_periods: int = 6) -> PackInput
         engine,
         "SELECT submission_id, kind, county_code, period, sha256 FROM submission"
         " WHERE (period = :period AND status = 'accepted')"
-        " OR submission_id IN (SELECT submission_id FROM mart_county_progress WHERE period = :period)",
+        " OR submission_id IN (SELECT submission_id FROM mart_county_progress WHERE period = :period)"
+        " OR submission_id IN (SELECT submission_id FROM mart_county_funding WHERE period = :period)",
         one,
         ("submission_id", "kind", "county_code", "period", "sha256"),
     )

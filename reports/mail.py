@@ -36,6 +36,7 @@ from pydantic import SecretStr
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from gaibao.settings import Settings
+from reports.plaintext import plain_text
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,8 @@ class Attachment:
 
 
 def _plain_text(html: str) -> str:
-    text = re.sub(r"(?is)<(script|style).*?</\1>", "", html)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</tr>|</h[1-6]>|</li>|</div>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
-    import html as _html
-
-    text = _html.unescape(text)
-    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+    """The text/plain alternative: tables as aligned columns (:mod:`reports.plaintext`)."""
+    return plain_text(html)
 
 
 def build_message(

@@ -28,10 +28,17 @@ from gaibao.contract import personal_columns
 from reports import periods
 from reports.chart import county_completion_png
 from reports.config import ScoreWeights, Thresholds
-from reports.exceptions import CATEGORIES, PROJECT_CATEGORIES, compute_exceptions, top_rules
+from reports.exceptions import (
+    CATEGORIES,
+    PROJECT_CATEGORIES,
+    compute_exceptions,
+    county_behind_rule_zh,
+    top_rules,
+)
 from reports.inputs import PackInputs, load_inputs
 from reports.manifest import (
     Manifest,
+    area_figures,
     build_manifest,
     diff_manifests,
     latest_manifest,
@@ -279,19 +286,25 @@ EXCEPTION_COUNTY_COLUMNS = [
     Col("since_period", "始于"),
 ]
 
-FUNDING_COLUMNS = [
+FUNDING_MONEY_COLUMNS = [
     Col("name", "地区"),
     Col("funds_total_wan", "累计投入（万元）", "num2"),
     Col("funds_rural_infra_wan", "农村学校基础设施（万元）", "num2"),
     Col("funds_urban_wan", "城区学校提升（万元）", "num2"),
     Col("funds_equipment_wan", "设备购置（万元）", "num2"),
     Col("funds_land_wan", "征地及附属物赔偿（万元）", "num2"),
+]
+FUNDING_TEACHER_COLUMNS = [
+    Col("name", "地区"),
     Col("land_mu", "解决教育用地（亩）", "num2"),
     Col("teachers_recruited", "招聘引进教师（人）", "int"),
     Col("teachers_rural", "其中农村及偏远（人）", "int"),
     Col("rural_share", "农村占比", "pct"),
+    Col("rural_teacher_subsidy_wan", "乡村教师支持计划年度拨付（万元）", "num2"),
 ]
-FUNDING_SUMS = [c.key for c in FUNDING_COLUMNS[1:-1]]
+# the workbook's funding sheets hold both in one table; the HTML pack shows them as two (A4 width)
+FUNDING_COLUMNS = [*FUNDING_MONEY_COLUMNS, *FUNDING_TEACHER_COLUMNS[1:]]
+FUNDING_SUMS = [c.key for c in FUNDING_COLUMNS if c.key not in ("name", "rural_share")]
 
 DQ_COLUMNS = [
     Col("city_name", "市"),
@@ -302,6 +315,38 @@ DQ_COLUMNS = [
     Col("warnings_unexplained", "未说明预警", "int"),
     Col("top_rules", "主要问题"),
 ]
+
+
+SCORE_PART_ZH = {
+    "area_completion": "面积完成",
+    "equipment_completion": "设备完成",
+    "start_rate": "开工率",
+    "timeliness": "报送及时",
+    "data_quality": "数据质量",
+    "overdue_stalled": "逾期停滞项目",
+}
+
+
+def _points(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def score_note_zh(weights: ScoreWeights) -> str:
+    """The ranking table's footnote, from the weights in force (never the defaults' words)."""
+    w = weights.weights
+    parts = "、".join(f"{SCORE_PART_ZH[k]}{_points(w[k])}" for k in SCORE_PART_ZH if w.get(k, 0) > 0)
+    late = (
+        f"报送及时一项，逾期报送的报表按{weights.late_fraction * 100:g}%计"
+        if w.get("timeliness", 0) > 0
+        else ""
+    )
+    zero = [SCORE_PART_ZH[k] for k in SCORE_PART_ZH if not w.get(k, 0) > 0]
+    note = f"得分满分{_points(weights.total)}分：{parts}。"
+    if late:
+        note += f"{late}。"
+    if zero:
+        note += f"{'、'.join(zero)}不计分。"
+    return note
 
 
 def _data_state(cp: pd.DataFrame, period: str) -> list[str]:
@@ -357,6 +402,13 @@ def _funding(inputs: PackInputs) -> tuple[pd.DataFrame, pd.DataFrame, list[Figur
             ""
             if pd.isna(p.get("rural_share"))
             else f"其中农村及偏远{p.get('teachers_rural'):,.0f}人（{p.get('rural_share') * 100:.1f}%）",
+        ),
+        Figure(
+            "乡村教师支持计划",
+            "—"
+            if pd.isna(p.get("rural_teacher_subsidy_wan"))
+            else f"{yi(p.get('rural_teacher_subsidy_wan'))}/年",
+            "年度拨付，用于提高乡村教师生活待遇",
         ),
     ]
     return cities, county, figures
@@ -508,7 +560,12 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
         cols = EXCEPTION_PROJECT_COLUMNS if cat in PROJECT_CATEGORIES else EXCEPTION_COUNTY_COLUMNS
         ex_sections.append(
             Section(
-                f"exc_{cat}", f"{title}（{len(rows)}）", cols, rows.reset_index(drop=True), sheet_zh=title
+                f"exc_{cat}",
+                f"{title}（{len(rows)}）",
+                cols,
+                rows.reset_index(drop=True),
+                note_zh=county_behind_rule_zh(th) if cat == "COUNTY_BEHIND" else "",
+                sheet_zh=title,
             )
         )
 
@@ -518,7 +575,10 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
     ]
     fund_city, fund_county, fund_figures = _funding(inputs)
     inputs_subs = inputs.source_submissions if inputs.source_submissions is not None else pd.DataFrame()
-    manifest = build_manifest(period, inputs_subs, inputs.county_progress, scorecard, inputs.county_funding)
+    areas = area_figures(period, inputs.county_progress, head, inputs.county_funding, fund_city)
+    manifest = build_manifest(
+        period, inputs_subs, inputs.county_progress, scorecard, inputs.county_funding, areas
+    )
 
     return PackData(
         period=period,
@@ -532,7 +592,7 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
             "各县区完成率、得分与排名",
             COUNTY_COLUMNS + SCORE_DETAIL_COLUMNS,
             counties,
-            note_zh="得分满分100分：面积完成35、设备完成25、开工率10、报送及时10、数据质量10、逾期停滞项目10。",
+            note_zh=score_note_zh(weights),
             sheet_zh="县区排名",
         ),
         bottom=Section(
@@ -716,8 +776,47 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+# The HTML pack's tables fit an A4 portrait page (794 px) without sideways scrolling: the ranking
+# and the score parts are two tables there, and so are money and teachers (the workbook keeps
+# each as one sheet, and the 区划代码).
+COUNTY_HTML_COLUMNS = [c for c in COUNTY_COLUMNS if c.key != "county_code"]
+SCORE_PARTS_HTML_COLUMNS = [Col("rank_in_province", "全省排名", "int"), Col("county_name", "县（区）")] + [
+    Col(c.key, c.header_zh.replace("得分", ""), c.fmt) for c in SCORE_DETAIL_COLUMNS
+]
+
+
+def html_views(data: PackData) -> dict[str, Section]:
+    """The sections the HTML pack shows in place of the workbook's wide ones."""
+    counties = data.county_table
+    funding = data.funding_city
+    return {
+        "county_table": Section(
+            counties.key,
+            counties.title_zh,
+            COUNTY_HTML_COLUMNS,
+            counties.frame,
+            note_zh=counties.note_zh,
+        ),
+        "score_parts": Section(
+            "score_parts",
+            "各县区得分构成（分）",
+            SCORE_PARTS_HTML_COLUMNS,
+            counties.frame,
+            note_zh="各项得分之和即得分；区划代码与全部分项见附件工作簿“县区排名”表。",
+        ),
+        "funding": Section("funding", "资金投入（按市）", FUNDING_MONEY_COLUMNS, funding.frame),
+        "funding_teachers": Section(
+            "funding_teachers",
+            "教育用地、师资补充与乡村教师支持计划（按市）",
+            FUNDING_TEACHER_COLUMNS,
+            funding.frame,
+        ),
+    }
+
+
 def pack_context(data: PackData, chart_src: str, changes: list[str], list_limit: int) -> PackContext:
     counts = [(CATEGORIES[c], int((data.exceptions["category"] == c).sum())) for c in CATEGORIES]
+    views = html_views(data)
     return PackContext(
         title=f"全面改薄联席会议材料（{data.label}）",
         period_label=data.label,
@@ -725,12 +824,14 @@ def pack_context(data: PackData, chart_src: str, changes: list[str], list_limit:
         chart_src=chart_src,
         figures=data.figures,
         headline=data.headline,
-        county_table=data.county_table,
+        county_table=views["county_table"],
+        score_parts=views["score_parts"],
         bottom=data.bottom,
         exception_counts=counts,
         exception_sections=data.exception_sections,
         funding_figures=data.funding_figures,
-        funding=data.funding_city,
+        funding=views["funding"],
+        funding_teachers=views["funding_teachers"],
         data_quality=data.data_quality,
         list_limit=list_limit,
         pack_digest=data.manifest.pack_digest,

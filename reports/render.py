@@ -45,11 +45,13 @@ class PackContext:
     figures: list[Figure]
     headline: Section
     county_table: Section
+    score_parts: Section
     bottom: Section
     exception_counts: list[tuple[str, int]]
     exception_sections: list[Section]
     funding_figures: list[Figure]
     funding: Section
+    funding_teachers: Section
     data_quality: Section
     list_limit: int
     pack_digest: str

@@ -75,6 +75,9 @@ pack_manifest = sa.Table(
     sa.Column("figures_sha256", sa.String(64), nullable=False),
     sa.Column("submissions", sa.Text, nullable=False),  # JSON [{submission_id, kind, county_code, sha256}]
     sa.Column("figures", sa.Text, nullable=False),  # JSON {county_code: {measure: value}}
+    # JSON {level: {code: {"name", "counties", "submissions", "figures": {measure: value}}}}, level
+    # city | province (migration 0007; null in manifests stored before)
+    sa.Column("area_figures", sa.Text),
     sa.Column("output_dir", sa.Text),
 )
 

@@ -264,9 +264,10 @@ def plan_run(
 ) -> RunPlan:
     """Decide the counties of a run and what is already known."""
     from tasks.sources import list_inbox_counties, load_source_config
-    from tasks.validate import rules_version
+    from tasks.validate import record_rules_in_use, rules_version
 
     version = rules_version()
+    record_rules_in_use(warehouse.engine)  # the text behind the version, for `gaibao rules show`
     if counties:
         chosen = sorted(set(counties))
         _refuse_unknown_counties(warehouse, settings, chosen)

@@ -66,6 +66,25 @@ def rules_version() -> str:
     return digest.hexdigest()[:12]
 
 
+def suite_files() -> list[tuple[str, bytes]]:
+    """The suite files whose bytes make :func:`rules_version`: (file name, bytes), by name."""
+    return [
+        (path.name, path.read_bytes())
+        for path in sorted(EXPECTATIONS_DIR.glob("*.json"), key=lambda p: p.name)
+    ]
+
+
+def record_rules_in_use(engine: Any) -> None:
+    """Store the text of today's rules version in the warehouse if no run has yet
+    (``rules_suite``, read by ``gaibao rules show``)."""
+    from warehouse.rules import RulesMismatch, record_rules
+
+    try:
+        record_rules(engine, rules_version(), suite_files())
+    except RulesMismatch as exc:  # the files changed on disk after this process read them
+        log.warning("rules version %s not recorded: %s", rules_version(), exc)
+
+
 def plain_checks(kind: str) -> list[dict[str, Any]]:
     """The rules of a kind that run as plain checks (suite ``meta.plain_checks``)."""
     return list(load_suite(kind)["meta"].get("plain_checks", []))

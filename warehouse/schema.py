@@ -273,5 +273,20 @@ lake_journal = sa.Table(
     sa.Column("pid", sa.Integer),
 )
 
+# The text of every rules version a run judged with: one row per suite file of the version
+# (expectations/*.json, sorted by name; rules_version = sha256 of their bytes in that order,
+# first 12 hex digits). Written by the first run that judges with a version not yet here
+# (warehouse.rules.record_rules); ``gaibao rules show VERSION`` prints it.
+rules_suite = sa.Table(
+    "rules_suite",
+    metadata,
+    sa.Column("rules_version", sa.String(12), primary_key=True),
+    sa.Column("file_name", sa.String(200), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),  # the file's place in the version's digest
+    sa.Column("sha256", sa.String(64), nullable=False),  # of the file's bytes (UTF-8 of content)
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 FACT_TABLES: dict[str, sa.Table] = {"progress": fact_progress, "funding": fact_funding}
 MART_TABLES = (mart_county_progress, mart_city_progress, mart_county_funding)
