@@ -299,17 +299,19 @@ def rebuild(conn: sa.Connection, from_period: str | None, th: Any) -> dict[str, 
         from reports.exceptions import ProjectKeys
 
         keys = ProjectKeys.of(facts)
+        month = facts["period"].to_numpy()
     else:
-        keys = None
+        facts = facts.reindex(columns=list(_RULE_FACT_COLUMNS))
     for period in periods:
-        flagged[period] = flagged_in_period(
-            facts if len(facts) else facts.reindex(columns=list(_RULE_FACT_COLUMNS)),
-            cp,
-            city,
-            period,
-            th,
-            keys,
-        )
+        if not len(facts):
+            flagged[period] = flagged_in_period(facts, cp, city, period, th)
+            continue
+        # the window the pack reads (history_periods ending at the period), whatever ``start``
+        # is: a longer history would count longer runs (STALLED, undated NOT_STARTED_OVERDUE)
+        window = (month >= _shift(period, -(th.history_periods - 1))) & (month <= period)
+        sub_keys = ProjectKeys(keys.key[window], keys.month[window])
+        sub = facts[window].reset_index(drop=True)
+        flagged[period] = flagged_in_period(sub, cp, city, period, th, sub_keys)
     states = (
         facts.loc[facts["period"] >= start, ["county_code", "project_id", "period", "status"]]
         if len(facts)
