@@ -421,6 +421,12 @@ def hostile_names(wh) -> Iterator[tuple[str, str]]:
         "SELECT project_id, period, school_name FROM fact_progress WHERE county_code = :c",
         {"c": row["county_code"]},
     )
+    # the names are changed in SQL only: the county's lake files go, so every reader (the
+    # ledger's rules, the pack) takes SQL's rows (a PostgreSQL twin has no lake files at all)
+    lake = Path(wh.lake.root) if getattr(wh.lake, "is_local", False) else None
+    if lake is not None:
+        for folder in lake.glob(f"progress/period=*/county={row['county_code']}"):
+            shutil.rmtree(folder)
     with wh.engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE fact_progress SET school_name = :s WHERE county_code = :c AND project_id = :p"),

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from gaibao.contract import COMPLETED
@@ -246,9 +247,40 @@ def _period_number(period: str) -> int:
 
 
 # -- the rebuild -------------------------------------------------------------------------------
-def rebuild(conn: sa.Connection, from_period: str | None, th: Any) -> dict[str, int]:
+def _rule_facts(conn: sa.Connection, from_period: str, lake: Any = None) -> pd.DataFrame:
+    """The rules' fact columns of every accepted progress return from ``from_period`` on.
+
+    From the Parquet lake when there is one (one small file per county and period, read as Arrow
+    as the pack reads them: a national half-year is six million rows, too many to pass through
+    SQLAlchemy rows), else, or when a file is missing, from ``fact_progress``."""
+    f = fact_progress
+    if lake is not None:
+        from reports.inputs import _read_lake_files
+        from warehouse.lake import arrow_schema
+
+        s = submission
+        subs = conn.execute(
+            sa.select(s.c.period, s.c.county_code, s.c.submission_id)
+            .where(s.c.kind == SOURCE, s.c.status == "accepted", s.c.period >= from_period)
+            .order_by(s.c.period, s.c.county_code)
+        ).all()
+        files = [(p, c, lake.file_path(SOURCE, p, c, sid)) for p, c, sid in subs]
+        if not lake.is_local or all(x[2].is_file() for x in files):
+            full = arrow_schema(f)
+            schema = pa.schema([full.field(n) for n in _RULE_FACT_COLUMNS])
+            try:
+                table = _read_lake_files(files, schema, lake)
+                return table.to_pandas(date_as_object=True).astype({"planned_start": object})
+            except FileNotFoundError:
+                pass
+        log.warning("ledger: lake files missing, reading the facts from SQL")
+    return _frame(conn, sa.select(*[f.c[c] for c in _RULE_FACT_COLUMNS]).where(f.c.period >= from_period))
+
+
+def rebuild(conn: sa.Connection, from_period: str | None, th: Any, lake: Any = None) -> dict[str, int]:
     """Rebuild the ledger's source-``progress`` rows from ``from_period`` (None: the first period
-    with a return) to the latest, inside the caller's transaction."""
+    with a return) to the latest, inside the caller's transaction. ``lake``: the warehouse's
+    Parquet lake, where the rules' facts are read fastest."""
     from warehouse.marts import period_range
     from warehouse.store import _chunks
 
@@ -286,7 +318,7 @@ def rebuild(conn: sa.Connection, from_period: str | None, th: Any) -> dict[str, 
     )
     open_events = _frame(conn, sa.select(ev).where(ev.c.source == SOURCE, ev.c.closed_period.is_(None)))
     history_from = _shift(start, -(th.history_periods - 1))
-    facts = _frame(conn, sa.select(*[f.c[c] for c in _RULE_FACT_COLUMNS]).where(f.c.period >= history_from))
+    facts = _rule_facts(conn, history_from, lake)
     cp = _frame(conn, sa.select(mart_county_progress).where(mart_county_progress.c.period >= start))
     city = _frame(conn, sa.select(mart_city_progress).where(mart_city_progress.c.period >= start))
     reported_rows = _frame(
@@ -312,11 +344,20 @@ def rebuild(conn: sa.Connection, from_period: str | None, th: Any) -> dict[str, 
         sub_keys = ProjectKeys(keys.key[window], keys.month[window])
         sub = facts[window].reset_index(drop=True)
         flagged[period] = flagged_in_period(sub, cp, city, period, th, sub_keys)
-    states = (
-        facts.loc[facts["period"] >= start, ["county_code", "project_id", "period", "status"]]
-        if len(facts)
-        else pd.DataFrame(columns=["county_code", "project_id", "period", "status"])
-    )
+    # only the projects that hold or get an exception: the replay looks up nothing else (a
+    # national month is a million rows, a few thousand of them on the ledger's exceptions)
+    on_ledger = pd.concat(
+        [
+            open_events[["county_code", "project_id"]],
+            *(f[["county_code", "project_id"]] for f in flagged.values()),
+        ],
+        ignore_index=True,
+    ).drop_duplicates()
+    states = pd.DataFrame(columns=["county_code", "project_id", "period", "status"])
+    if len(facts) and len(on_ledger):
+        states = facts.loc[facts["period"] >= start, ["county_code", "project_id", "period", "status"]].merge(
+            on_ledger.astype({"county_code": object, "project_id": object}), on=["county_code", "project_id"]
+        )
     new, closings = replay_events(open_events, flagged, states, reported, periods)
     for row in closings.to_dict("records"):
         conn.execute(

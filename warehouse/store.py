@@ -1679,7 +1679,7 @@ class Warehouse:
                 elif start is not None:
                     start = min(start, *marked)
             counts = marts.rebuild(conn, start)
-            counts.update(ledger.rebuild(conn, start, self._thresholds()))
+            counts.update(ledger.rebuild(conn, start, self._thresholds(), self.lake))
             ids = [i for i, _ in marks]
             for chunk in _chunks(ids):
                 conn.execute(mart_dirty.delete().where(mart_dirty.c.mark_id.in_(chunk)))
