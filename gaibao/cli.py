@@ -282,6 +282,10 @@ def _register_report_commands() -> None:
 
     app.command("pack")(pack)
     app.command("receipts")(send_receipts_command)
+    from reports.ledger_cli import circular, ledger  # 挂帐销号, 通报 / 约谈 (issue 14)
+
+    app.command("ledger")(ledger)
+    app.command("circular")(circular)
 
 
 _register_report_commands()

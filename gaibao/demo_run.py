@@ -56,6 +56,24 @@ def run_demo(echo: Callable[[str], object] = print) -> int:
         echo(f"  {name}: {path}")
     echo(f"  county letters: {pack['letters']} in {pack['out_dir']}/letters/")
     echo(f"  exceptions: {pack['exceptions']}")
+    from reports.circular import build_circular
+
+    counts = wh.query(
+        "SELECT (SELECT COUNT(*) FROM ledger_project) AS projects,"
+        " (SELECT COUNT(*) FROM ledger_project WHERE closed_period IS NULL) AS open_projects,"
+        " (SELECT COUNT(*) FROM ledger_exception) AS exceptions,"
+        " (SELECT COUNT(*) FROM ledger_exception WHERE closed_period IS NULL) AS open_exceptions"
+    ).iloc[0]
+    echo(
+        f"project ledger (挂帐销号): {counts['projects']} projects ({counts['open_projects']} still open), "
+        f"{counts['exceptions']} exceptions ({counts['open_exceptions']} still open); "
+        f"gaibao ledger --county 341221 --period {DEMO_END}"
+    )
+    circular = build_circular(wh.engine, DEMO_END, settings.reports_dir / DEMO_END / "通报", settings)
+    echo(f"circular {circular.number}: {circular.html}")
+    echo(f"  pdf: {circular.pdf or circular.pdf_error}")
+    echo(f"  summons list ({circular.summons} counties): {circular.summons_html}")
+    echo(f"  summons csv: {circular.summons_csv}")
     messages = sorted(settings.outbox_dir.rglob("*.eml"))
     echo(f"outbox: {settings.outbox_dir.resolve()} ({len(messages)} messages)")
     for path in pack.get("messages", [])[:5]:

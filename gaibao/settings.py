@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = 30.0
     data_engineers: list[str] = Field(default_factory=list, description="addresses paged when a nightly run fails")
 
+    # circulars (通报) and summons (约谈), reports/circular.py
+    circular_office: str = Field(default="全面改薄工作领导小组办公室", description="the office that issues the circular")
+    circular_number_prefix: str = Field(default="改薄办通", description="the circular's number: <prefix>〔YYYY〕M号")
+    summons_lag_months: int = Field(default=3, ge=1, description="propose a summons after this many months behind (N)")
+    summons_not_started_days: int = Field(
+        default=180, ge=1, description="... or for a project not started this many days past its planned start (M)"
+    )
+    chromium: Path = Field(default=Path("/usr/bin/chromium"), description="headless Chromium, prints the circular's PDF")
+
     # scale-out
     task_runner: Literal["default", "dask"] = "default"
     dask_address: str | None = None

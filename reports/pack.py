@@ -36,6 +36,7 @@ from reports.exceptions import (
     top_rules,
 )
 from reports.inputs import PackInputs, load_inputs
+from reports.ledger import load_pack_ledger
 from reports.manifest import (
     Manifest,
     area_figures,
@@ -104,6 +105,7 @@ class PackData:
     disclosure: Section
     chart_table: pd.DataFrame
     manifest: Manifest
+    ledger: Any = None  # reports.ledger.PackLedger (挂帐销号), set by build_pack
 
     @property
     def label(self) -> str:
@@ -759,8 +761,9 @@ def letter_sections(data: PackData) -> dict[str, tuple[LetterContext, list[Secti
             exceptions=s_exc,
             rejected=s_rej,
             warnings=s_warn,
+            ledger=data.ledger.county(code) if data.ledger is not None else None,
         )
-        out[code] = (ctx, [s_exc, s_rej, s_warn])
+        out[code] = (ctx, [s_exc, s_rej, s_warn, *(ctx.ledger.sections if ctx.ledger else [])])
     return out
 
 
@@ -836,6 +839,7 @@ def pack_context(data: PackData, chart_src: str, changes: list[str], list_limit:
         list_limit=list_limit,
         pack_digest=data.manifest.pack_digest,
         changes=changes,
+        ledger=data.ledger.pack() if data.ledger is not None else None,
     )
 
 
@@ -1027,6 +1031,7 @@ def write_pack(
         data.funding_city,
         data.funding_county,
         data.data_quality,
+        *(data.ledger.pack().sections if data.ledger is not None else []),
     ]
     write_exceptions_csv(data, files["exceptions_csv"])
     write_workbook(
@@ -1089,6 +1094,7 @@ def build_pack(
     ensure_tables(engine)
     inputs = load_inputs(warehouse, period, th.history_periods)
     data = compute_pack(inputs, th, weights)
+    data.ledger = load_pack_ledger(engine, period)
     previous = latest_manifest(engine, period)
     changes = diff_manifests(previous, data.manifest, data.county_names)
     if previous is not None and not changes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
@@ -56,6 +57,7 @@ class PackContext:
     list_limit: int
     pack_digest: str
     changes: list[str] = field(default_factory=list)
+    ledger: Any = None  # reports.ledger.LedgerSections (挂帐销号), or None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class LetterContext:
     exceptions: Section
     rejected: Section
     warnings: Section
+    ledger: Any = None  # reports.ledger.LedgerSections: this county's rows only, or None
 
 
 @dataclass(frozen=True)

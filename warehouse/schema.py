@@ -290,3 +290,63 @@ rules_suite = sa.Table(
 
 FACT_TABLES: dict[str, sa.Table] = {"progress": fact_progress, "funding": fact_funding}
 MART_TABLES = (mart_county_progress, mart_city_progress, mart_county_funding)
+
+# -- the project ledger (挂帐销号; migration 0009, rebuilt with the marts by warehouse.ledger) ---
+# ``source`` says which kind of return a row came from: 'progress' (the monthly return) today; a
+# later list report or inspection writes its own rows beside them, and its own exception events.
+
+# A project's state in each period a source reported it (no personal data: the allow-list below).
+ledger_state = sa.Table(
+    "ledger_state",
+    metadata,
+    sa.Column("county_code", CODE6, primary_key=True),
+    sa.Column("project_id", sa.String(32), primary_key=True),
+    sa.Column("period", PERIOD, primary_key=True),
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("school_name", sa.String(100)),
+    sa.Column("project_type", sa.String(8)),
+    sa.Column("status", sa.String(8)),
+    sa.Column("planned_start", sa.Date),
+    sa.Column("completed_date", sa.Date),
+    sa.Column("submission_id", SUBMISSION_ID),
+    sa.Index("ix_ledger_state_period", "period"),
+)
+
+# One row per project from its first appearance: when it was ticked off (销号) and how:
+# closed_by 'COMPLETED' (已竣工; closed_on = its completion date) or 'WITHDRAWN' (a later return of
+# its county no longer lists it; closed_on = that month's last day). Open: closed_period NULL.
+ledger_project = sa.Table(
+    "ledger_project",
+    metadata,
+    sa.Column("county_code", CODE6, primary_key=True),
+    sa.Column("project_id", sa.String(32), primary_key=True),
+    sa.Column("school_name", sa.String(100)),
+    sa.Column("project_type", sa.String(8)),
+    sa.Column("first_period", PERIOD, nullable=False),
+    sa.Column("last_period", PERIOD, nullable=False),
+    sa.Column("status", sa.String(8)),
+    sa.Column("closed_period", PERIOD),
+    sa.Column("closed_on", sa.Date),
+    sa.Column("closed_by", sa.String(16)),
+)
+
+# Every exception put on the ledger: the month it opened and the month it closed (NULL: open),
+# keyed by category. project_id is '' for a county's own exception (COUNTY_BEHIND).
+# closed_by: 'RESOLVED' (the rule no longer applies), 'COMPLETED', 'WITHDRAWN'.
+ledger_exception = sa.Table(
+    "ledger_exception",
+    metadata,
+    sa.Column("county_code", CODE6, primary_key=True),
+    sa.Column("project_id", sa.String(32), primary_key=True),
+    sa.Column("category", sa.String(32), primary_key=True),
+    sa.Column("opened_period", PERIOD, primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("school_name", sa.String(100)),
+    sa.Column("since_period", PERIOD),
+    sa.Column("detail", sa.Text),  # as the rule described it when it opened
+    sa.Column("closed_period", PERIOD),
+    sa.Column("closed_by", sa.String(16)),
+    sa.Index("ix_ledger_exception_closed_period", "closed_period"),
+)
+
+LEDGER_TABLES = (ledger_state, ledger_project, ledger_exception)

@@ -1700,7 +1700,7 @@ class Warehouse:
         The rebuild also covers every period marked out of date since the last rebuild (a load
         whose own rebuild never ran, a plan reload: see ``mart_dirty``) and clears those marks.
         ``only_if_changed``: do nothing when there is no mark (an unchanged nightly rerun)."""
-        from warehouse import marts
+        from warehouse import ledger, marts
 
         # One rebuild at a time: on PostgreSQL two concurrent rebuilds (two ingests of different
         # counties finishing together) would each delete, then both insert -> duplicate mart keys.
@@ -1717,10 +1717,17 @@ class Warehouse:
                 elif start is not None:
                     start = min(start, *marked)
             counts = marts.rebuild(conn, start)
+            counts.update(ledger.rebuild(conn, start, self._thresholds(), self.lake))
             ids = [i for i, _ in marks]
             for chunk in _chunks(ids):
                 conn.execute(mart_dirty.delete().where(mart_dirty.c.mark_id.in_(chunk)))
             return counts
+
+    def _thresholds(self) -> Any:
+        """The exception thresholds of the ledger's rules: the pack's (``GAIBAO_THRESHOLDS``)."""
+        from reports.config import load_thresholds
+
+        return load_thresholds(getattr(self._settings, "thresholds", None))
 
 
 def _mark_marts(conn: sa.Connection, period: str | None) -> None:
