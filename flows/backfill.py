@@ -30,4 +30,5 @@ def backfill(start: str, end: str, counties: list[str] | None = None, force: boo
     summary = RunSummary(flow="backfill", periods=periods)
     ingest_periods(wh, settings, periods, counties, force, summary)
     steps.refresh_marts(wh, periods[0])
+    steps.alert_unreachable(settings, summary)
     return steps.publish_summary(summary)

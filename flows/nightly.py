@@ -28,6 +28,7 @@ def nightly_ingest(period: str | None = None, counties: list[str] | None = None)
     ingest_periods(wh, settings, [period], counties, False, summary)
     steps.refresh_marts(wh, period)
     steps.send_receipts(wh, settings, period, summary)
+    steps.alert_unreachable(settings, summary)
     return steps.publish_summary(summary)
 
 

@@ -96,3 +96,63 @@ def test_pack_flow_with_a_missing_recipients_file_pages_the_engineers(
     assert f"报告期：{P}" in body
     assert f"错误：{type(raised.value).__name__}" in body and "recipients.yaml" in body
     assert "重跑本期材料" in body and "入库" not in body.split("-- English --")[0]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("prefect")
+def test_unreachable_sources_page_the_engineers_once_per_run(
+    gaibao_home: Path, smtp: SmtpInbox, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two counties publish through an HTTP platform that answers 503 every time, a third through
+    a port nobody listens on; a fourth sends its file to its inbox folder. After the retries, one
+    message lists the three with their source and last error; the fourth county loads."""
+    from filebuilders import progress_rows, write_return
+    from servers import FaultyHttpServer
+
+    from flows.nightly import nightly_ingest
+
+    period, good = "2018-12", "340321"
+    failing, refused_port = ["340302", "340303"], "340304"
+    inbox = gaibao_home / "inbox" / good
+    inbox.mkdir(parents=True)
+    write_return(inbox / f"{good}_progress_{period}.csv", progress_rows(3, county_code=good, period=period))
+    closed = _free_port()  # bound and released: nothing listens there
+    with FaultyHttpServer() as platform:
+        entries = []
+        for county in failing:
+            platform.add_route(f"/api/{county}", [[]])
+            platform.fail(f"/api/{county}", "503", times=None)
+            entries.append(
+                f'"{county}":\n  type: http\n  url: "{platform.url("/api/{county_code}")}?period={{period}}"\n'
+            )
+        entries.append(
+            f'"{refused_port}":\n  type: http\n  url: "http://127.0.0.1:{closed}/api/{{county_code}}"\n'
+        )
+        sources = gaibao_home / "sources.yaml"
+        sources.write_text("".join(entries), encoding="utf-8")
+        monkeypatch.setenv("GAIBAO_SOURCES", str(sources))
+        monkeypatch.setenv("GAIBAO_FETCH_RETRIES", "2")
+        monkeypatch.setenv("GAIBAO_FETCH_BACKOFF_S", "0.1")
+        monkeypatch.setenv("GAIBAO_FETCH_TIMEOUT_S", "5")
+        get_settings.cache_clear()
+        summary = nightly_ingest(period=period, counties=[good, *failing, refused_port])
+        hits = {county: platform.hits(f"/api/{county}") for county in failing}
+
+    assert sorted(summary["unreachable"]) == sorted([*failing, refused_port])
+    assert all(n == 3 for n in hits.values()), hits  # 1 + GAIBAO_FETCH_RETRIES attempts each
+    assert smtp.arrived.wait(30)
+    notices = _messages(smtp)
+    alerts = [(r, m, b) for r, m, b in notices if m["X-Gaibao-Alert"] == "unreachable-sources"]
+    assert len(alerts) == 1, [m["Subject"] for _, m, _ in notices]
+    rcpt, msg, body = alerts[0]
+    assert sorted(rcpt) == ENGINEERS
+    assert msg["Subject"] == f"【gaibao】数据源无法访问：nightly-ingest {period}，3 个县区"
+    for county in [*failing, refused_port]:
+        assert f"县区：{county}　报告期：{period}" in body
+    assert body.count(f"数据源：http:{platform.url('/api/{county_code}')}?period={{period}}") == len(failing)
+    assert "尝试次数：3" in body and "503" in body
+    assert f"127.0.0.1:{closed}" in body
+    assert good not in body.split("-- English --")[0].split("gaibao ingest")[0]
+    with Warehouse.from_settings(get_settings()) as wh:
+        loaded = wh.query("SELECT county_code, status FROM submission")
+    assert loaded.to_dict("records") == [{"county_code": good, "status": "accepted"}]
