@@ -36,4 +36,5 @@ def backfill(
     summary = RunSummary(flow="backfill", periods=periods)
     ingest_periods(wh, settings, periods, counties, force, summary)
     steps.refresh_marts(wh, periods[0])
+    steps.alert_unreachable(settings, summary)
     return steps.publish_summary(summary)

@@ -1,4 +1,5 @@
-"""Flow state hooks: the failed-run and crashed-run notices of nightly_ingest and backfill.
+"""Flow state hooks: the failed-run and crashed-run notices of nightly_ingest, backfill and the
+monthly pack.
 
 ``notify_failure`` (``on_failure``) and ``notify_crash`` (``on_crashed``) gather what stopped the
 run and hand it to ``tasks.notify`` (plain functions) to mail:
@@ -88,7 +89,11 @@ def task_runs_in_states(flow_run_id: Any, state_types: Iterable[Any], wait_s: fl
 
 
 def _task_and_run_names(runs: Iterable[Any]) -> list[tuple[str, str]]:
-    return [(r.task_key.split("-")[0] if r.task_key else r.name.rsplit("-", 1)[0], r.name) for r in runs]
+    # the pack flow's task functions end in ``_task`` (``deliver_pack_task``); their names do not
+    return [
+        ((r.task_key.split("-")[0] if r.task_key else r.name.rsplit("-", 1)[0]).removesuffix("_task"), r.name)
+        for r in runs
+    ]
 
 
 def failed_task_runs(flow_run_id: Any, wait_s: float = 3.0) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ def nightly_ingest(period: Period | None = None, counties: CountyCodes | None = 
     ingest_periods(wh, settings, [period], counties, False, summary)
     steps.refresh_marts(wh, period)
     steps.send_receipts(wh, settings, period, summary)
+    steps.alert_unreachable(settings, summary)
     return steps.publish_summary(summary)
 
 

@@ -1,6 +1,7 @@
 """The monthly joint-meeting pack flow: build the pack, then (optionally) deliver it.
 
-Thin wiring over ``reports.service``; sending retries live in the SMTP sender.
+Thin wiring over ``reports.service``; sending retries live in the SMTP sender. A failed or crashed
+run mails the data engineers, with the same hooks as the ingest flows (``flows/hooks.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.hooks import notify_crash, notify_failure
 from gaibao.settings import get_settings
 from reports.service import default_period, make_pack, open_warehouse, send_pack, summary
 
@@ -24,7 +26,7 @@ def deliver_pack_task(result: Any, resend: bool, warehouse: Any) -> Any:
     return send_pack(result, get_settings(), resend=resend, warehouse=warehouse)
 
 
-@flow(name="monthly-meeting-pack")
+@flow(name="monthly-meeting-pack", on_failure=[notify_failure], on_crashed=[notify_crash])
 def monthly_meeting_pack(
     period: str | None = None, send: bool = False, resend: bool = False, out: str | None = None
 ) -> dict:

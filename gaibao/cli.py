@@ -159,7 +159,12 @@ def backfill(
 
 
 @app.command()
-def status(period: PeriodOpt, county: CountyOpt = None) -> None:
+def status(
+    period: PeriodOpt,
+    county: CountyOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table (terminal), json or csv (for scripts)")] = "table",
+    history: Annotated[bool, typer.Option("--history", help="every file received, superseded ones too")] = False,
+) -> None:
     """The expected-returns register: who sent what, accepted or refused and why, late, or missing."""
     if not _preflight(period=period, counties=county, create=False):
         typer.echo(
@@ -168,12 +173,27 @@ def status(period: PeriodOpt, county: CountyOpt = None) -> None:
             err=True,
         )
         raise typer.Exit(code=EXIT_BAD_SETTINGS)
-    from tasks.register import format_register, returns_register
+    from gaibao.settings import get_settings
+    from tasks.register import FORMATS, check_period, render_register, returns_register
     from warehouse.store import Warehouse
 
-    wh = Warehouse.from_settings()
-    register = returns_register(wh, period, counties=county or None)
-    typer.echo(format_register(register, period))
+    if fmt not in FORMATS:
+        typer.echo(f"错误：--format 只能是 {'、'.join(FORMATS)}，而不是 {fmt}", err=True)
+        raise typer.Exit(2)
+    try:
+        check_period(period)
+    except ValueError as exc:
+        typer.echo(f"错误：{exc}", err=True)
+        raise typer.Exit(2) from exc
+    settings = get_settings()
+    wh = Warehouse.from_settings(settings)
+    try:
+        register = returns_register(
+            wh, period, counties=county or None, history=history, due_day=settings.due_day, tz=settings.timezone
+        )
+    finally:
+        wh.close()
+    typer.echo(render_register(register, period, fmt, tz=settings.timezone), nl=fmt == "table")
 
 
 @app.command()

@@ -83,6 +83,8 @@ class RunSummary:
     periods: list[str]
     counties: dict[str, CountyOutcome] = field(default_factory=dict)
     by_period: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (county_code, period) -> what the data engineers are told: source, last error, attempts
+    unreachable_sources: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
 
     def county(self, code: str) -> CountyOutcome:
         if code not in self.counties:
@@ -181,6 +183,8 @@ class ChunkResult:
     fetched: list[Fetched]
     unreachable: dict[str, str]  # county_code -> reason (Chinese)
     seen: list[str]  # counties asked for
+    # county_code -> {"source", "error" (the last attempt's, English), "attempts"}: for the alert
+    unreachable_detail: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 def fetch_and_read(
@@ -209,9 +213,15 @@ def fetch_and_read(
     fresh: list[Fetched] = []
     received = [rec for outcome in outcomes for rec in outcome.received]
     shas = archive.put_many([rec.content for rec in received])
+    detail: dict[str, dict[str, object]] = {}
     for outcome in outcomes:
         if outcome.error is not None:
             unreachable[outcome.county_code] = str(getattr(outcome.error, "message_zh", outcome.error))
+            detail[outcome.county_code] = {
+                "source": _describe_source(outcome.county_code, settings, config),
+                "error": str(getattr(outcome.error, "detail", outcome.error)),
+                "attempts": outcome.attempts,
+            }
     contents: list[bytes] = []
     for rec, sha in zip(received, shas, strict=True):
         earlier = first_seen.get((rec.county_code, sha))
@@ -224,7 +234,17 @@ def fetch_and_read(
         contents.append(rec.content)
     del received, outcomes  # the bytes are archived: let them go before reading
     _parse(fresh, contents, settings)
-    return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties))
+    return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties), unreachable_detail=detail)
+
+
+def _describe_source(county_code: str, settings: Settings, config) -> str:
+    """The county's source as its ``describe`` says (never a secret), or why it has none."""
+    from tasks.sources import source_for
+
+    try:
+        return source_for(county_code, settings, config).describe()
+    except Exception as exc:  # noqa: BLE001 - a source that cannot be built is described by its error
+        return f"(no source: {type(exc).__name__})"
 
 
 def _parse(fetched: list[Fetched], contents: list[bytes], settings: Settings) -> None:
@@ -349,6 +369,7 @@ class Judged:
     by_kind: dict[str, object]  # kind -> tasks.judge.Judgement
     duplicates: list[Fetched]
     unreachable: dict[str, str]
+    unreachable_detail: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -359,6 +380,7 @@ class Gathered:
     by_kind: dict[str, list]  # kind -> list[tasks.judge.Candidate]
     duplicates: list[Fetched]
     unreachable: dict[str, str]
+    unreachable_detail: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 def _reread_archived(settings: Settings, archived: list[dict[str, object]], period: str) -> list[Fetched]:
@@ -400,6 +422,7 @@ def gather_period(
 
     fetched = [f for c in chunks for f in c.fetched]
     unreachable = {k: v for c in chunks for k, v in c.unreachable.items()}
+    unreachable_detail = {k: v for c in chunks for k, v in getattr(c, "unreachable_detail", {}).items()}
     duplicates = [f for f in fetched if f.parsed is None]
     fresh = [f for f in fetched if f.parsed is not None]
     if archived:
@@ -428,7 +451,7 @@ def gather_period(
                 file_mtime=f.file_mtime,
             )
         )
-    return Gathered(period, by_kind, duplicates, unreachable)
+    return Gathered(period, by_kind, duplicates, unreachable, unreachable_detail)
 
 
 def prevalidate_periods(gathered: list[Gathered]) -> dict[str, pd.DataFrame]:
@@ -466,7 +489,9 @@ def judge_period(
             release_rows=True,  # each candidate is judged once: its rows need not stay twice in memory
         )
         judgements[kind] = _warn_dropped_by_resubmission(warehouse, kind, gathered.period, judgements[kind])
-    return Judged(gathered.period, judgements, gathered.duplicates, gathered.unreachable)
+    return Judged(
+        gathered.period, judgements, gathered.duplicates, gathered.unreachable, gathered.unreachable_detail
+    )
 
 
 # Up to this many resubmitting counties, their accepted projects are read county by county;
@@ -565,6 +590,10 @@ def summarise_period(summary: RunSummary, plan: RunPlan, judged: Judged) -> None
         summary.county(county)
     for county, reason in judged.unreachable.items():
         summary.county(county).unreachable = reason
+        summary.unreachable_sources[(county, plan.period)] = {
+            "reason": reason,
+            **judged.unreachable_detail.get(county, {}),
+        }
     for dup in judged.duplicates:
         o = summary.county(dup.county_code)
         o.files_seen += 1

@@ -31,6 +31,8 @@ from gaibao.settings import Settings
 log = logging.getLogger(__name__)
 
 STEPS_FILE = str(Path(__file__).resolve().with_name("steps.py"))
+# The pack flow's tasks live beside its flow (flows/pack.py): its traceback names them there.
+PACK_STEPS_FILE = str(Path(__file__).resolve().parent.parent / "flows" / "pack.py")
 MAX_ERROR_CHARS = 6000
 UNKNOWN_ZH = "未能确定"
 
@@ -87,17 +89,18 @@ def exception_chain(exc: BaseException | None) -> list[BaseException]:
     return chain
 
 
-def failing_step_from_traceback(exc: BaseException | None, steps_file: str = STEPS_FILE) -> str | None:
+def failing_step_from_traceback(exc: BaseException | None, steps_file: str | None = None) -> str | None:
     """The innermost function of ``tasks/steps.py`` the exception passed through (the task's name).
 
     Every Prefect task of the pipeline is a function of that module named like the task, so the
     traceback names the step exactly, in the process where it failed.
     """
+    files = {steps_file} if steps_file else {STEPS_FILE, PACK_STEPS_FILE}
     found: str | None = None
     for link in reversed(exception_chain(exc)):
         for frame in traceback.extract_tb(link.__traceback__):
-            if frame.filename == steps_file:
-                found = frame.name
+            if frame.filename in files and frame.name != "monthly_meeting_pack":
+                found = frame.name.removesuffix("_task")
         if found:
             return found
     return None
@@ -153,7 +156,11 @@ def compose_notice(notice: FailureNotice) -> tuple[str, str]:
         f"参数：{params}",
         f"流程运行 ID：{notice.flow_run_id}",
         f"时间（UTC）：{notice.failed_at:%Y-%m-%d %H:%M:%S}",
-        "失败的入库是整批回滚的：仓库保持运行前的状态；排除原因后重跑本期即可。",
+        (
+            "失败的入库是整批回滚的：仓库保持运行前的状态；排除原因后重跑本期即可。"
+            if notice.flow_name != "monthly-meeting-pack"
+            else "材料没有生成或没有全部发出：排除原因后重跑本期材料即可（已发出的不会重复发送）。"
+        ),
         "",
         "-- English --",
         f"Flow {notice.flow_name}, run {notice.flow_run_name} ({notice.flow_run_id}) failed.",

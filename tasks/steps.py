@@ -83,6 +83,14 @@ def refresh_marts(wh, from_period: str) -> None:
     wh.rebuild_marts(from_period=from_period, only_if_changed=True)
 
 
+@task(name="alert_unreachable", persist_result=False, cache_policy=NO_CACHE)
+def alert_unreachable(settings: Settings, summary: RunSummary) -> str | None:
+    """One message to the data engineers listing every county whose source stayed unreachable."""
+    from tasks.alerts import send_unreachable_alert
+
+    return send_unreachable_alert(summary.flow, summary.periods, summary.unreachable_sources, settings)
+
+
 @task(name="publish_summary", persist_result=False, cache_policy=NO_CACHE)
 def publish_summary(summary: RunSummary) -> dict:
     """Publish the per-county table artifact and return the summary as a dict."""
