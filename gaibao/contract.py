@@ -223,5 +223,6 @@ REFUSAL_CODES = {
     "WRONG_PERIOD": "报告期与本次报送不符",
     "UNKNOWN_COUNTY": "区划代码不是已知的县区",
     "EMPTY": "文件没有数据行",
+    "TOO_LARGE": "文件超过读取上限",  # a bound of tasks.readguard (GAIBAO_READ_MAX_*)
     "SOURCE_UNREACHABLE": "数据源无法访问",
 }

@@ -81,6 +81,23 @@ class Settings(BaseSettings):
         "and judge in one batch)",
     )
 
+    # reading one county file: past any of these bounds the file is refused alone (tasks.read)
+    read_max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="size of one file as received")
+    read_max_unzipped_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="an XLSX's members inflated, declared and actual"
+    )
+    read_max_rows: int = Field(default=100_000, ge=1, description="rows of a sheet, CSV or JSON file")
+    read_max_columns: int = Field(default=256, ge=1, description="columns of a sheet or CSV row")
+    read_max_cells: int = Field(default=5_000_000, ge=1, description="rows x columns of a sheet's used range")
+    read_max_cell_chars: int = Field(default=32_767, ge=1, description="characters in one cell (Excel's own limit)")
+    read_max_json_depth: int = Field(default=32, ge=2, description="nesting of arrays and objects in a JSON file")
+    read_max_seconds: float = Field(
+        default=60.0, gt=0, description="wall time for one file in a reader process (then it is stopped)"
+    )
+    read_max_memory_mb: int = Field(
+        default=2048, ge=64, description="resident memory of a reader process while it reads one file"
+    )
+
     # reports and mail
     recipients: Path | None = Field(default=None, description="YAML file of pack and letter recipients")
     thresholds: Path | None = Field(default=None, description="YAML file overriding exception thresholds")

@@ -17,6 +17,7 @@ The public face:
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import datetime as dt
 import io
@@ -46,6 +47,23 @@ from gaibao.contract import (
     Column,
     Refusal,
 )
+from tasks.readguard import (
+    CONTROL_CHARS,
+    CONTROL_RE2,
+    OverLimit,
+    ReadLimits,
+    cell_too_long,
+    check_columns,
+    check_extent,
+    check_file_size,
+    check_rows,
+    check_workbook,
+    escape_controls,
+    json_depth,
+    json_too_deep,
+    value_depth,
+)
+from tasks.readguard import Unreadable as _Unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +90,14 @@ NOTE_PREFIXES = (
 JSON_LIST_KEYS = ("records", "data", "rows", "items", "list", "result", "results")
 
 ROW_NUMBER = "row_number"
+
+# The bounds of the file being read (``read_return`` sets them; tasks.readguard).
+_LIMITS: contextvars.ContextVar[ReadLimits] = contextvars.ContextVar("read_limits", default=ReadLimits())  # noqa: B039 - frozen
+# Free-text columns: control characters are deleted there (with a warning); anywhere else they
+# are shown as \xHH, which no code, number, date or choice matches (the row is rejected).
+_TEXT_COLUMNS = frozenset(c.name for k in KINDS for c in COLUMNS[k] if c.type == "text")
+# An unknown header is kept in the submission record: at most this many characters of it.
+MAX_UNKNOWN_HEADER_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -200,6 +226,8 @@ class ParsedReturn:
     sheet_name: str | None = None  # workbooks only
     header_row: int | None = None  # the clerk's row number of the header (JSON: None)
     released_rows: int | None = None  # n_rows, once release_rows() dropped the grid
+    # Free-text cells whose control characters were deleted: (row number, column, how many).
+    control_chars: tuple[tuple[int, str, int], ...] = ()
 
     @property
     def is_refused(self) -> bool:
@@ -232,10 +260,6 @@ class ParsedReturn:
         """A read return made from frames shaped like ``rows`` (for callers holding pandas data)."""
         totals = Grid.from_frame(total_rows) if total_rows is not None and len(total_rows) else _EMPTY_GRID
         return cls(kind=kind, grid=Grid.from_frame(rows), total_grid=totals, **fields)
-
-
-class _Unreadable(Exception):
-    """The bytes cannot be decoded or parsed; carries a short Chinese reason."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,8 +404,10 @@ def _find_header(grid: Sequence[Sequence[str]], kind: str | None) -> int | None:
 def _float_text(value: float) -> str:
     if value.is_integer():
         return str(int(value))
-    if value != value or value in (_INF, -_INF):
-        return ""
+    if value != value:  # JSON only (a JSON NaN is read as written, see _json_records)
+        return "NaN"
+    if value in (_INF, -_INF):  # a JSON number too large for a float: 1e999
+        return "Infinity" if value > 0 else "-Infinity"
     return format(value, ".15g")  # Excel shows at most 15 significant digits
 
 
@@ -397,9 +423,18 @@ _TO_TEXT: dict[type, Any] = {
     dt.datetime: lambda v: v.date().isoformat(),  # a time of day on a date cell is dropped
     dt.date: dt.date.isoformat,
     dt.time: dt.time.isoformat,
-    dict: lambda v: json.dumps(v, ensure_ascii=False),
-    list: lambda v: json.dumps(v, ensure_ascii=False),
+    dict: lambda v: _nested_text(v),
+    list: lambda v: _nested_text(v),
 }
+
+
+def _nested_text(value: dict | list) -> str:
+    """A JSON object or array inside a record, as JSON text, within the nesting bound."""
+    limit = _LIMITS.get().max_json_depth
+    depth = value_depth(value, limit)
+    if depth + 2 > limit:  # the list of records and the record hold it
+        raise json_too_deep(f"{depth + 2} 层以上" if depth > limit else depth + 2, _LIMITS.get())
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _cell_to_str(value: Any) -> str:
@@ -458,12 +493,33 @@ def _sniff_delimiter(text: str) -> str:
 
 def _csv_grid(content: bytes) -> tuple[list[list[str]], list[int], str]:
     """Records of a CSV file; the clerk's row number of record i is i + 1 (blank lines count)."""
+    limits = _LIMITS.get()
+    check_rows(content.count(b"\n") + 1, limits)
     text, encoding = _decode(content)
+    # the csv module's bound on one field (process-wide; only this reader reads CSV text)
+    csv.field_size_limit(limits.max_cell_chars)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
     try:
-        grid = list(csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text)))
+        grid = list(reader)
     except csv.Error as exc:
-        raise _Unreadable(f"CSV 格式错误：{exc}") from exc
+        if "field larger than field limit" in str(exc):
+            raise _long_field(text, limits) from None
+        raise _Unreadable(f"CSV 格式错误（第 {reader.line_num} 行）") from exc
+    if grid:
+        check_columns(max(map(len, grid)), limits)
     return grid, list(range(1, len(grid) + 1)), encoding
+
+
+def _long_field(text: str, limits: ReadLimits) -> OverLimit:
+    """The refusal naming the first over-long field: its line and length (read again with the
+    file's own size as the bound: the refusal path only, and the file is within its size bound)."""
+    csv.field_size_limit(max(len(text), limits.max_cell_chars) + 1)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
+    for record in reader:
+        longest = max(map(len, record), default=0)
+        if longest > limits.max_cell_chars:
+            return cell_too_long(reader.line_num, None, longest, limits)
+    return cell_too_long(None, None, limits.max_cell_chars + 1, limits)
 
 
 def _choose_sheets(names: list[str], kind: str | None) -> list[str]:
@@ -477,6 +533,9 @@ def _workbook_sheets(content: bytes, kind: str | None) -> Iterable[tuple[str, li
     """Each candidate sheet as (name, grid of strings, clerk's row numbers)."""
     from python_calamine import CalamineError, CalamineWorkbook
 
+    limits = _LIMITS.get()
+    if content.startswith(b"PK\x03\x04"):
+        check_workbook(content, limits)  # before calamine sees the bytes: sizes and ranges
     try:
         book = CalamineWorkbook.from_filelike(io.BytesIO(content))
     except (CalamineError, ValueError, OSError) as exc:
@@ -484,8 +543,12 @@ def _workbook_sheets(content: bytes, kind: str | None) -> Iterable[tuple[str, li
     with book:
         for name in _choose_sheets(list(book.sheet_names), kind):
             try:
+                sheet = book.get_sheet_by_name(name)
+                # the range as calamine holds it (an .xls is bounded by its format: 65536 x 256)
+                end_row, end_col = sheet.end if sheet.height and sheet.width else (-1, -1)
+                check_extent(name, end_row + 1, end_col + 1, limits)
                 # skip_empty_area=False: the grid starts at A1, so list index i is sheet row i + 1.
-                raw = book.get_sheet_by_name(name).to_python(skip_empty_area=False)
+                raw = sheet.to_python(skip_empty_area=False)
             except CalamineError as exc:
                 raise _Unreadable(f"工作表“{name}”无法读取") from exc
             get = _TO_TEXT.get
@@ -495,13 +558,18 @@ def _workbook_sheets(content: bytes, kind: str | None) -> Iterable[tuple[str, li
 
 def _json_records(content: bytes) -> list[Any]:
     text, _ = _decode(content)
+    limits = _LIMITS.get()
     try:
-        data = json.loads(text)
+        # NaN, Infinity, -Infinity (not JSON, but Python's json reads them) stay as written
+        data = json.loads(text, parse_constant=str)
     except json.JSONDecodeError as exc:
         raise _Unreadable(f"JSON 格式错误（第 {exc.lineno} 行）") from exc
+    except RecursionError:
+        raise json_too_deep(json_depth(text), limits) from None
     records = _find_record_list(data, depth=0)
     if records is None:
         raise _Unreadable("JSON 中没有找到记录列表（应为记录数组，或放在 records/data/rows/items 下）")
+    check_rows(len(records), limits, "条记录")
     return records
 
 
@@ -615,6 +683,7 @@ def _split_rows(
     *,
     total_at: Sequence[int],
     first_column: tuple[int, str] | None,
+    cleaned: list[tuple[int, str, int]] | None = None,
 ) -> tuple[Grid, Grid]:
     """The rows under the header as (data rows, 合计 rows), the cells of ``positions`` as ``names``.
 
@@ -622,6 +691,10 @@ def _split_rows(
     rows (nothing in the contract's columns) and footnotes (one filled cell starting with a
     ``NOTE_PREFIXES`` word). A total row has 合计/总计 in a ``total_at`` column or, when given,
     in the raw cell of ``first_column`` (its position in the sheet, its header). Short rows count as padded with empty cells.
+
+    Bounds and control characters (``tasks.readguard``): a cell longer than ``max_cell_chars``
+    refuses the file; control characters are deleted from free-text columns (each such cell
+    noted in ``cleaned`` as (row number, column, count)) and shown as ``\\xHH`` anywhere else.
 
     In Arrow compute, all columns end to end in one array, so that a file costs a few compute
     calls and not a few per column (a file has a few hundred rows: per-call overhead is what
@@ -645,6 +718,13 @@ def _split_rows(
         list(chain.from_iterable(map(itemgetter(j), body) for j in positions)), labels.__getitem__
     )
     text = pc.utf8_trim(cells, characters=_WHITESPACE)
+    if n and k:
+        longest = pc.max(pc.utf8_length(text)).as_py() or 0
+        if longest > _LIMITS.get().max_cell_chars:
+            i = pc.index(pc.utf8_length(text), longest).as_py()
+            raise cell_too_long(numbers[i % n], labels[i // n], longest, _LIMITS.get())
+        if pc.any(pc.match_substring_regex(text, CONTROL_RE2)).as_py():
+            text = _clean_controls(text, n, names, numbers, cleaned)
     cells = pc.if_else(pc.is_in(text, value_set=_NONE_VALUES), _NULL_TEXT, text)
     filled_at = cells.is_valid().to_numpy(zero_copy_only=False).reshape(k, n)
     filled = filled_at.sum(axis=0)
@@ -674,6 +754,25 @@ def _split_rows(
     return grid(keep & ~total), grid(keep & total)
 
 
+def _clean_controls(
+    text: pa.Array, n: int, names: Sequence[str], numbers: Sequence[int], cleaned: list | None
+) -> pa.Array:
+    """Cells without control characters (the rare path): deleted in free text, else \\xHH."""
+    values = text.to_pylist()
+    for i, value in enumerate(values):
+        if value is None or not CONTROL_CHARS.search(value):
+            continue
+        name = names[i // n]
+        if name in _TEXT_COLUMNS:
+            clean, count = CONTROL_CHARS.subn("", value)
+            values[i] = clean.strip(_WHITESPACE)
+            if cleaned is not None:
+                cleaned.append((int(numbers[i % n]), name, count))
+        else:
+            values[i] = escape_controls(value)
+    return pa.array(values, type=pa.string())
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -700,6 +799,7 @@ def _assemble(
     unit_factors: dict[str, float] = {}
     unknown: list[str] = []
     bad_units: list[tuple[str, str, str]] = []  # header, unit, the column's canonical unit
+    header = [CONTROL_CHARS.sub("", t) if CONTROL_CHARS.search(t) else t for t in header]
     for j, text in enumerate(header):
         text = text.strip()
         if not text:
@@ -707,7 +807,10 @@ def _assemble(
         col, unit = index.match(text)
         if col is None or col.name in picked:
             # (a JSON key may hold a lone surrogate escape: kept visible, and storable)
-            unknown.append(text if _encodable(text) else text.encode("utf-8", "backslashreplace").decode())
+            shown = text if _encodable(text) else text.encode("utf-8", "backslashreplace").decode()
+            if len(shown) > MAX_UNKNOWN_HEADER_CHARS:
+                shown = shown[:MAX_UNKNOWN_HEADER_CHARS] + "…"
+            unknown.append(shown)
             continue
         picked[col.name] = j
         if unit is None or col.unit is None:  # no unit written, or a note on a unitless column
@@ -742,6 +845,7 @@ def _assemble(
     names = [c.name for c in COLUMNS[kind] if c.name in picked]  # contract order
     first_j = next((j for j, text in enumerate(header) if text.strip()), 0)
     body = grid[data_start:]
+    cleaned: list[tuple[int, str, int]] = []
     data, totals = _split_rows(
         body,
         numbers[data_start:],
@@ -752,6 +856,7 @@ def _assemble(
         # A 合计 in the first column of the sheet counts too when that column is not a contract
         # column (typically 序号), as clerks often write it there.
         first_column=(first_j, header[first_j].strip()) if first_j not in picked.values() else None,
+        cleaned=cleaned,
     )
     if not len(data):
         return _refused(kind, "EMPTY", "文件有表头但没有数据行。请填写数据后重新报送。", file_name=file_name)
@@ -762,6 +867,7 @@ def _assemble(
         total_grid=totals,
         unit_factors=unit_factors,
         unknown_columns=unknown,
+        control_chars=tuple(cleaned),
     )
 
 
@@ -805,16 +911,9 @@ def _read_csv(content: bytes, file_name: str, kind: str | None) -> ParsedReturn:
     return result
 
 
-def read_return(content: bytes, file_name: str, kind: str | None = None) -> ParsedReturn:
-    """Read one county file into canonical string columns; never raises on bad content.
-
-    ``kind`` (progress, funding, plan) is detected from the header when None. The file format is
-    detected from the bytes (and the name, for JSON); CSV encodings are detected too.
-    """
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
-    fmt = detect_format(content, file_name)
+def _read_bounded(content: bytes, file_name: str, kind: str | None, fmt: str) -> ParsedReturn:
     try:
+        check_file_size(content, _LIMITS.get())
         if not content.lstrip(b"\xef\xbb\xbf \t\r\n"):
             result = _refused(kind, "EMPTY", "文件是空的。请填写数据后重新报送。", file_name=file_name)
         elif fmt in ("xlsx", "xls"):
@@ -829,6 +928,14 @@ def read_return(content: bytes, file_name: str, kind: str | None = None) -> Pars
                 result = _read_csv(content, file_name, kind)
         else:
             result = _read_csv(content, file_name, kind)
+    except OverLimit as exc:
+        result = _refused(
+            kind,
+            "TOO_LARGE",
+            f"文件超过读取上限：{exc.message_zh}。请删去多余的内容，按模板填写后重新报送。",
+            file_name=file_name,
+            bound=exc.bound,
+        )
     except _Unreadable as exc:
         result = _refused(
             kind,
@@ -836,6 +943,40 @@ def read_return(content: bytes, file_name: str, kind: str | None = None) -> Pars
             f"文件无法读取：{exc}。请用 Excel 或 WPS 另存为 .xlsx，或 UTF-8 编码的 .csv，然后重新报送。",
             file_name=file_name,
         )
+    except Exception as exc:  # noqa: BLE001 - whatever a file does, it refuses only itself
+        logger.exception("reading %s failed", file_name)
+        result = _refused(
+            kind,
+            "UNREADABLE",
+            f"文件无法读取：读取时发生意外错误（{type(exc).__name__}），文件可能已损坏或内容异常。"
+            "请用 Excel 或 WPS 另存为 .xlsx，或 UTF-8 编码的 .csv，然后重新报送。",
+            file_name=file_name,
+            error=type(exc).__name__,
+        )
+    result.file_format = result.file_format or fmt
+    return result
+
+
+def read_return(
+    content: bytes, file_name: str, kind: str | None = None, limits: ReadLimits | None = None
+) -> ParsedReturn:
+    """Read one county file into canonical string columns; never raises on bad content.
+
+    ``kind`` (progress, funding, plan) is detected from the header when None. The file format is
+    detected from the bytes (and the name, for JSON); CSV encodings are detected too. ``limits``
+    (default: the settings' ``GAIBAO_READ_MAX_*``) bound what reading the file may cost: past one,
+    the file is refused as ``TOO_LARGE``. Any other failure while reading refuses the file as
+    ``UNREADABLE``: one file can only ever hurt itself.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    token = _LIMITS.set(limits if limits is not None else ReadLimits.from_settings())
+    try:
+        fmt = detect_format(content, file_name)
+        result = _read_bounded(content, file_name, kind, fmt)
+        fmt = result.file_format or fmt
+    finally:
+        _LIMITS.reset(token)
     result.file_format = fmt
     if result.refusal is not None:
         logger.info("refused %s: %s", file_name, result.refusal)
