@@ -1,7 +1,7 @@
 """rules_suite: the text of every rules version used; pack_manifest.area_figures
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03
 
 A submission records the ``rules_version`` it was judged with (sha256 of the suite files, first
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """the project ledger (挂帐销号): ledger_state, ledger_project, ledger_exception
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-03
 
 The ledger is rebuilt with the marts (``warehouse.ledger.rebuild`` inside
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
