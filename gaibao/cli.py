@@ -166,6 +166,15 @@ def status(
     history: Annotated[bool, typer.Option("--history", help="every file received, superseded ones too")] = False,
 ) -> None:
     """The expected-returns register: who sent what, accepted or refused and why, late, or missing."""
+    from tasks.register import FORMATS
+
+    if fmt not in FORMATS:
+        typer.echo(
+            f"错误：--format 只能是 {'、'.join(FORMATS)}，而不是 {fmt} / "
+            f"--format must be one of {', '.join(FORMATS)}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_BAD_OPTION)
     if not _preflight(period=period, counties=county, create=False):
         typer.echo(
             "错误：数据仓库尚未建立，请先运行 gaibao db upgrade 或 gaibao ingest / "
@@ -174,17 +183,14 @@ def status(
         )
         raise typer.Exit(code=EXIT_BAD_SETTINGS)
     from gaibao.settings import get_settings
-    from tasks.register import FORMATS, check_period, render_register, returns_register
+    from tasks.register import check_period, render_register, returns_register
     from warehouse.store import Warehouse
 
-    if fmt not in FORMATS:
-        typer.echo(f"错误：--format 只能是 {'、'.join(FORMATS)}，而不是 {fmt}", err=True)
-        raise typer.Exit(2)
     try:
         check_period(period)
     except ValueError as exc:
         typer.echo(f"错误：{exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_BAD_OPTION) from exc
     settings = get_settings()
     wh = Warehouse.from_settings(settings)
     try:

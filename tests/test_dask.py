@@ -30,6 +30,9 @@ def _env(home: Path) -> dict[str, str]:
     env.update(
         GAIBAO_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING"
     )
+    # received_at is the time gaibao reads a file; two runs compared table for table replay the
+    # demo files' own times instead, as `gaibao demo` does.
+    env["GAIBAO_REPLAY_FILE_TIMES"] = "true"
     return env
 
 

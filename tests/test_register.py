@@ -188,12 +188,12 @@ def test_demo_anomalies_show_in_the_register(demo) -> None:
 
 
 def test_bad_period_and_format_are_refused(gaibao_home: Path) -> None:
-    from gaibao.cli import app
+    from gaibao.cli import EXIT_BAD_OPTION, app  # 3: a bad option, as the README's exit codes say
 
     result = CliRunner().invoke(app, ["status", "--period", "2018-13"])
-    assert result.exit_code == 2 and "YYYY-MM" in result.output
+    assert result.exit_code == EXIT_BAD_OPTION and "YYYY-MM" in result.output
     result = CliRunner().invoke(app, ["status", "--period", "2018-12", "--format", "xml"])
-    assert result.exit_code == 2 and "table、json、csv" in result.output
+    assert result.exit_code == EXIT_BAD_OPTION and "table、json、csv" in result.output
 
 
 # --------------------------------------------------------------------------------------------
