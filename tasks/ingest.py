@@ -437,20 +437,23 @@ def gather_period(
     fresh.sort(key=lambda f: (f.county_code or "", f.received_at, f.file_name))
     by_kind: dict[str, list] = {}
     for f in fresh:
-        kind = getattr(f.parsed, "kind", None) or f.kind or "progress"
-        by_kind.setdefault(kind, []).append(
-            Candidate(
-                kind=kind,
-                county_code=f.county_code,
-                period=period,
-                file_name=f.file_name,
-                sha256=f.sha256,
-                source=f.source,
-                received_at=f.received_at,
-                parsed=f.parsed,
-                file_mtime=f.file_mtime,
+        # A workbook carrying both returns (a sheet named 进展, one named 资金) is two candidates:
+        # the same bytes and archive object, each kind judged, accepted or refused on its own.
+        for parsed in getattr(f.parsed, "every_return", [f.parsed]):
+            kind = getattr(parsed, "kind", None) or f.kind or "progress"
+            by_kind.setdefault(kind, []).append(
+                Candidate(
+                    kind=kind,
+                    county_code=f.county_code,
+                    period=period,
+                    file_name=f.file_name,
+                    sha256=f.sha256,
+                    source=f.source,
+                    received_at=f.received_at,
+                    parsed=parsed,
+                    file_mtime=f.file_mtime,
+                )
             )
-        )
     return Gathered(period, by_kind, duplicates, unreachable, unreachable_detail)
 
 

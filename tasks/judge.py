@@ -92,6 +92,7 @@ class Judgement:
     submissions: pd.DataFrame  # SUBMISSION_COLUMNS
     facts: pd.DataFrame  # canonical columns + submission_id + row_number, accepted rows only
     issues: pd.DataFrame  # ISSUE_COLUMNS
+    sheet_name: str | None = None  # judge_file_returns: the workbook sheet the return was read from
 
 
 def submission_id(
@@ -411,14 +412,50 @@ def judge_file(
     is already imported in this process, else pandas, sparing a clerk GX's 2–3 s import.
 
     County and period default to the file's own (the first value of its columns; the period
-    also from the file name), known counties to the bundled division list.
+    also from the file name), known counties to the bundled division list. A workbook carrying
+    both returns gives the one of ``kind`` (else its first sheet's): :func:`judge_file_returns`
+    judges every return of a file.
     """
+    return judge_file_returns(
+        content,
+        file_name,
+        county_code=county_code,
+        period=period,
+        previous=previous,
+        kind=kind,
+        known_counties=known_counties,
+        received_at=received_at,
+        due_day=due_day,
+        tz=tz,
+        engine=engine,
+    )[0]
+
+
+def judge_file_returns(
+    content: bytes,
+    file_name: str,
+    county_code: str | None = None,
+    period: str | None = None,
+    previous: pd.DataFrame | None = None,
+    kind: str | None = None,
+    known_counties: Iterable[str] | None = None,
+    received_at: datetime | None = None,
+    due_day: int = 5,
+    tz: str = "Asia/Shanghai",
+    engine: str | None = None,
+) -> list[Judgement]:
+    """:func:`judge_file` for every return the file carries (one; two for a workbook with a
+    sheet named 进展 and one named 资金), each judged on its own, in the order of
+    ``ParsedReturn.every_return``. County and period not given are taken from the first return
+    that has rows, for all of them; ``previous`` (rows of one kind) applies to the first only."""
     from tasks.read import read_return
 
-    parsed = read_return(content, file_name, kind=kind)
-    kind = kind or parsed.kind or "progress"
-    rows = parsed.rows
-    if parsed.refusal is None and len(rows):
+    first = read_return(content, file_name, kind=kind)
+    returns = first.every_return
+    for parsed in returns:
+        rows = parsed.rows if parsed.refusal is None else None
+        if rows is None or not len(rows):
+            continue
         if county_code is None and "county_code" in rows.columns:
             county_code = _first_value(rows["county_code"])
             county_code = (
@@ -426,27 +463,34 @@ def judge_file(
             )
         if period is None and "period" in rows.columns:
             period = parse_period(_first_value(rows["period"]))
-    if period is None and kind != "plan":
-        period = parse_period(file_name)
     if known_counties is None:
         from gaibao.divisions import bundled_divisions
 
         known_counties = bundled_divisions()["county_code"].astype(str)
-    candidate = Candidate(
-        kind=kind,
-        county_code=county_code,
-        period=period,
-        file_name=file_name,
-        sha256=hashlib.sha256(content).hexdigest(),
-        source="check",
-        received_at=received_at or datetime.now(UTC),
-        parsed=parsed,
-    )
+    known = set(known_counties)
     if engine is None:
         engine = "gx" if "great_expectations" in sys.modules else "pandas"
-    return judge_batch(
-        kind, [candidate], previous, set(known_counties), due_day=due_day, tz=tz, engine=engine
-    )
+    sha = hashlib.sha256(content).hexdigest()
+    received_at = received_at or datetime.now(UTC)
+    out = []
+    for parsed in returns:
+        this_kind = kind if parsed is first and kind else parsed.kind or kind or "progress"
+        this_period = period if period is not None or this_kind == "plan" else parse_period(file_name)
+        candidate = Candidate(
+            kind=this_kind,
+            county_code=county_code,
+            period=this_period,
+            file_name=file_name,
+            sha256=sha,
+            source="check",
+            received_at=received_at,
+            parsed=parsed,
+        )
+        before = previous if parsed is first else None  # ``previous`` holds the rows of one kind
+        judged = judge_batch(this_kind, [candidate], before, known, due_day=due_day, tz=tz, engine=engine)
+        judged.sheet_name = parsed.sheet_name
+        out.append(judged)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
