@@ -67,6 +67,7 @@ SUBMISSION_COLUMNS = [
     "unknown_columns",
     "loaded_at",
     "file_mtime",
+    "file_kinds",
 ]
 # A dq_issue row: the finding plus where it belongs.
 ISSUE_COLUMNS = ["submission_id", "kind", "county_code", "period", *FINDING_COLUMNS[1:]]
@@ -85,6 +86,7 @@ class Candidate:
     received_at: datetime  # when gaibao first read the bytes: decides lateness and newest-wins
     parsed: ParsedReturn
     file_mtime: datetime | None = None  # the time the file claims, for the record only
+    file_kinds: str | None = None  # a workbook carrying both returns: its kinds, "funding,progress"
 
 
 @dataclass
@@ -518,6 +520,7 @@ def _submission_record(sid: str, cand: Candidate, version: str, due_day: int, tz
         "unknown_columns": json.dumps(list(cand.parsed.unknown_columns), ensure_ascii=False),
         "loaded_at": None,
         "file_mtime": cand.file_mtime,
+        "file_kinds": cand.file_kinds,
     }
 
 

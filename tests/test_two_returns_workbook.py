@@ -424,3 +424,41 @@ def test_a_resubmitted_two_sheet_workbook_replaces_both_returns(
     assert list(money["funds_total_wan"]) == [151000.0]
     assert len(wh.read_table("fact_progress", where={"county_code": COUNTY, "period": PERIOD})) == 3
     wh.close()
+
+
+def test_a_run_stopped_between_the_two_loads_loads_the_missing_return_next_time(
+    prefect_harness: None, gaibao_home: Path, warehouse_url: str
+) -> None:
+    """Each kind loads in its own all-or-nothing batch: a run that fails or is killed between
+    them leaves the file's progress return loaded and its funding return not. Here that state is
+    made by deleting the funding return's rows after a run; the next run must not take the file
+    as already judged (``submission.file_kinds``) and loads the funding return."""
+    import sqlalchemy as sa
+
+    from warehouse.store import Warehouse
+
+    content = ORDERS["progress_first"](_progress(3), _funding())
+    assert _run(gaibao_home, content)["totals"]["accepted"] == 2
+    wh = Warehouse.from_settings(get_settings())
+    subs = _subs(wh).set_index("kind")
+    assert set(subs["file_kinds"]) == {"funding,progress"}
+    progress_loaded = subs.at["progress", "loaded_at"]
+    funding_id = subs.at["funding", "submission_id"]
+    with wh.engine.begin() as conn:
+        for table in ("fact_funding", "dq_issue", "submission"):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE submission_id = :s"), {"s": funding_id})
+    wh.close()
+
+    summary = _run(gaibao_home, content)
+    assert summary["totals"]["duplicates"] == 0
+    wh = Warehouse.from_settings(get_settings())
+    subs = _subs(wh).set_index("kind")
+    assert sorted(subs.index) == ["funding", "progress"] and set(subs["status"]) == {"accepted"}
+    assert subs.at["funding", "submission_id"] == funding_id  # the same bytes and rules: the same id
+    assert pd.Timestamp(subs.at["progress", "loaded_at"]) == pd.Timestamp(progress_loaded)
+    money = wh.read_table("fact_funding", where={"county_code": COUNTY, "period": PERIOD})
+    assert list(money["funds_total_wan"]) == [_funding()[0]["funds_total_wan"]]
+    assert len(wh.read_table("fact_progress", where={"county_code": COUNTY, "period": PERIOD})) == 3
+    wh.close()
+    # complete now: the next run takes the file as judged
+    assert _run(gaibao_home, content)["totals"]["duplicates"] == 1
