@@ -621,11 +621,14 @@ def summarise_period(summary: RunSummary, plan: RunPlan, judged: Judged) -> None
         o.duplicates += 1
         period_counts["files_seen"] += 1
         period_counts["duplicates"] += 1
+    files: set[tuple[str, str]] = set()  # a workbook carrying both returns is one file, two returns
     for judgement in judged.by_kind.values():
         for row in judgement.submissions.itertuples(index=False):
             o = summary.county(row.county_code)
-            o.files_seen += 1
-            period_counts["files_seen"] += 1
+            if (row.county_code, row.sha256) not in files:
+                files.add((row.county_code, row.sha256))
+                o.files_seen += 1
+                period_counts["files_seen"] += 1
             if row.status == "refused":
                 o.refused += 1
                 period_counts["refused"] += 1

@@ -280,6 +280,7 @@ def test_nightly_loads_both_returns_of_one_workbook(
     content = ORDERS[order](progress, funding)
     summary = _run(gaibao_home, content)
     assert summary["totals"]["accepted"] == 2 and summary["totals"]["refused"] == 0
+    assert summary["totals"]["files_seen"] == 1  # one file, two returns
 
     wh = Warehouse.from_settings(get_settings())
     subs = _subs(wh).set_index("kind")
