@@ -463,3 +463,28 @@ def test_a_run_stopped_between_the_two_loads_loads_the_missing_return_next_time(
     wh.close()
     # complete now: the next run takes the file as judged
     assert _run(gaibao_home, content)["totals"]["duplicates"] == 1
+
+
+def test_backfill_force_rejudges_both_returns_from_the_archive(
+    prefect_harness: None, gaibao_home: Path, warehouse_url: str
+) -> None:
+    """``backfill --force`` re-reads the archived file once (one row per county and sha256) and
+    still gets both returns back, with the inbox emptied so only the archive has the bytes."""
+    from flows.backfill import backfill
+    from warehouse.store import Warehouse
+
+    content = ORDERS["funding_first"](_progress(3), _funding())
+    assert _run(gaibao_home, content)["totals"]["accepted"] == 2
+    wh = Warehouse.from_settings(get_settings())
+    ids = dict(zip(_subs(wh)["kind"], _subs(wh)["submission_id"], strict=True))
+    wh.close()
+    (gaibao_home / "inbox" / COUNTY / FILE).unlink()
+    summary = backfill(start=PERIOD, end=PERIOD, counties=[COUNTY], force=True)
+    assert summary["totals"]["accepted"] == 2 and summary["totals"]["files_seen"] == 1
+    wh = Warehouse.from_settings(get_settings())
+    subs = _subs(wh)
+    assert dict(zip(subs["kind"], subs["submission_id"], strict=True)) == ids
+    assert set(subs["status"]) == {"accepted"}
+    assert len(wh.read_table("fact_progress", where={"county_code": COUNTY, "period": PERIOD})) == 3
+    assert len(wh.read_table("fact_funding", where={"county_code": COUNTY, "period": PERIOD})) == 1
+    wh.close()
