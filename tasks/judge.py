@@ -199,6 +199,9 @@ def judge_batch(
     file_issues = []
     for sid, (code, reason, column, value) in refusals.items():
         record = subs[sid]
+        sheet = _candidate(ordered, sid).parsed.sheet_name if record.get("file_kinds") else None
+        if sheet and not reason.startswith("工作表“"):  # one of a workbook's two returns: say which
+            reason = f"工作表“{sheet}”（{contract.KIND_NAME_ZH.get(kind, kind)}）：{reason}"
         record.update(status="refused", reason=reason, refusal_code=code, rows_accepted=0)
         if code != "ALL_ROWS_REJECTED":
             record["rows_total"] = _candidate(ordered, sid).parsed.n_rows
@@ -475,6 +478,7 @@ def judge_file_returns(
     sha = hashlib.sha256(content).hexdigest()
     received_at = received_at or datetime.now(UTC)
     out = []
+    file_kinds = ",".join(sorted({r.kind or "" for r in returns})) if len(returns) > 1 else None
     for parsed in returns:
         this_kind = kind if parsed is first and kind else parsed.kind or kind or "progress"
         this_period = period if period is not None or this_kind == "plan" else parse_period(file_name)
@@ -487,6 +491,7 @@ def judge_file_returns(
             source="check",
             received_at=received_at,
             parsed=parsed,
+            file_kinds=file_kinds,
         )
         before = previous if parsed is first else None  # ``previous`` holds the rows of one kind
         judged = judge_batch(this_kind, [candidate], before, known, due_day=due_day, tz=tz, engine=engine)
