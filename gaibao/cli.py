@@ -208,12 +208,13 @@ def check(
     county: Annotated[Optional[str], typer.Option("--county", "-c")] = None,  # noqa: UP007
     period: Annotated[Optional[str], typer.Option("--period", "-p")] = None,  # noqa: UP007
 ) -> None:
-    """A clerk's pre-check with the same rules: prints every finding, writes nothing; exit 1 on errors."""
-    from tasks.check import check_file, format_check
+    """A clerk's pre-check with the same rules: prints every finding, writes nothing; exit 1 on errors.
+    A workbook with a 进展 sheet and a 资金 sheet is checked as two returns."""
+    from tasks.check import check_returns, format_checks
 
-    result = check_file(file, county_code=county, period=period)
-    typer.echo(format_check(result))
-    raise typer.Exit(code=1 if result.has_errors else 0)
+    results = check_returns(file, county_code=county, period=period)  # a workbook may carry both returns
+    typer.echo(format_checks(results))
+    raise typer.Exit(code=1 if any(r.has_errors for r in results) else 0)
 
 
 @plan_app.command("load")

@@ -169,6 +169,9 @@ TOTAL_ROW_COLUMNS: dict[str, tuple[str, ...]] = {
 
 # Where a kind's data sits in a workbook: the first sheet unless a sheet name says so.
 SHEET_HINTS: dict[str, tuple[str, ...]] = {"progress": ("进展",), "funding": ("资金", "师资"), "plan": ("规划",)}
+# Sheets whose name says one of these hold no return (a cover, the instructions, a filled-in
+# example): a workbook's reader passes over them whatever else their name says.
+NOT_A_RETURN_SHEET_HINTS: tuple[str, ...] = ("封面", "说明", "样例", "示例", "目录")
 
 # File-name hints that tell the kind of a file in a county's folder.
 KIND_FILE_HINTS: dict[str, tuple[str, ...]] = {
@@ -223,6 +226,7 @@ REFUSAL_CODES = {
     "WRONG_PERIOD": "报告期与本次报送不符",
     "UNKNOWN_COUNTY": "区划代码不是已知的县区",
     "EMPTY": "文件没有数据行",
+    "DUPLICATE_SHEET": "同一报表有多张工作表",  # two sheets named for one kind both hold a header
     "TOO_LARGE": "文件超过读取上限",  # a bound of tasks.readguard (GAIBAO_READ_MAX_*)
     "SOURCE_UNREACHABLE": "数据源无法访问",
 }

@@ -299,7 +299,7 @@ def plan_run(
         chosen = merge_counties(known_counties, list_inbox_counties(settings), config.keys())
     subs = warehouse.query(
         "SELECT submission_id, kind, county_code, period, source, file_name, sha256, received_at, "
-        "status, rules_version, file_mtime FROM submission WHERE period = :period",
+        "status, rules_version, file_mtime, file_kinds FROM submission WHERE period = :period",
         {"period": period},
     )
     subs = subs[subs["county_code"].isin(chosen)]
@@ -311,11 +311,26 @@ def plan_run(
             .to_dict("records")
         )
     else:
-        current = subs[subs["rules_version"] == version]
-        known = frozenset(zip(current["county_code"], current["sha256"], strict=True))
+        known = _judged(subs[subs["rules_version"] == version])
         archived = []
     chunks = chunked(chosen, max_chunks=FETCH_CHUNKS, min_size=FETCH_CHUNK_MIN_COUNTIES)
     return RunPlan(period, chosen, chunks, known, archived, version, _first_seen(subs))
+
+
+def _judged(current: pd.DataFrame) -> frozenset[tuple[str, str]]:
+    """(county_code, sha256) of the files judged under the current rules. A workbook that carried
+    both returns (``file_kinds``) counts only once each of its kinds is recorded: a run stopped
+    between loading the two loads the missing one next time instead of taking the file as done."""
+    pairs = frozenset(zip(current["county_code"], current["sha256"], strict=True))
+    multi = current[current["file_kinds"].notna()] if "file_kinds" in current else current.iloc[0:0]
+    if multi.empty:
+        return pairs
+    incomplete = {
+        key
+        for key, group in multi.groupby(["county_code", "sha256"])
+        if not set(str(group["file_kinds"].iloc[0]).split(",")) <= set(group["kind"])
+    }
+    return pairs - incomplete
 
 
 def _first_seen(subs: pd.DataFrame) -> dict[tuple[str, str], datetime]:
@@ -437,20 +452,26 @@ def gather_period(
     fresh.sort(key=lambda f: (f.county_code or "", f.received_at, f.file_name))
     by_kind: dict[str, list] = {}
     for f in fresh:
-        kind = getattr(f.parsed, "kind", None) or f.kind or "progress"
-        by_kind.setdefault(kind, []).append(
-            Candidate(
-                kind=kind,
-                county_code=f.county_code,
-                period=period,
-                file_name=f.file_name,
-                sha256=f.sha256,
-                source=f.source,
-                received_at=f.received_at,
-                parsed=f.parsed,
-                file_mtime=f.file_mtime,
+        # A workbook carrying both returns (a sheet named 进展, one named 资金) is two candidates:
+        # the same bytes and archive object, each kind judged, accepted or refused on its own.
+        returns = getattr(f.parsed, "every_return", [f.parsed])
+        file_kinds = ",".join(sorted({r.kind or "" for r in returns})) if len(returns) > 1 else None
+        for parsed in returns:
+            kind = getattr(parsed, "kind", None) or f.kind or "progress"
+            by_kind.setdefault(kind, []).append(
+                Candidate(
+                    kind=kind,
+                    county_code=f.county_code,
+                    period=period,
+                    file_name=f.file_name,
+                    sha256=f.sha256,
+                    source=f.source,
+                    received_at=f.received_at,
+                    parsed=parsed,
+                    file_mtime=f.file_mtime,
+                    file_kinds=file_kinds,
+                )
             )
-        )
     return Gathered(period, by_kind, duplicates, unreachable, unreachable_detail)
 
 
@@ -600,11 +621,14 @@ def summarise_period(summary: RunSummary, plan: RunPlan, judged: Judged) -> None
         o.duplicates += 1
         period_counts["files_seen"] += 1
         period_counts["duplicates"] += 1
+    files: set[tuple[str, str]] = set()  # a workbook carrying both returns is one file, two returns
     for judgement in judged.by_kind.values():
         for row in judgement.submissions.itertuples(index=False):
             o = summary.county(row.county_code)
-            o.files_seen += 1
-            period_counts["files_seen"] += 1
+            if (row.county_code, row.sha256) not in files:
+                files.add((row.county_code, row.sha256))
+                o.files_seen += 1
+                period_counts["files_seen"] += 1
             if row.status == "refused":
                 o.refused += 1
                 period_counts["refused"] += 1

@@ -67,6 +67,7 @@ SUBMISSION_COLUMNS = [
     "unknown_columns",
     "loaded_at",
     "file_mtime",
+    "file_kinds",
 ]
 # A dq_issue row: the finding plus where it belongs.
 ISSUE_COLUMNS = ["submission_id", "kind", "county_code", "period", *FINDING_COLUMNS[1:]]
@@ -85,6 +86,7 @@ class Candidate:
     received_at: datetime  # when gaibao first read the bytes: decides lateness and newest-wins
     parsed: ParsedReturn
     file_mtime: datetime | None = None  # the time the file claims, for the record only
+    file_kinds: str | None = None  # a workbook carrying both returns: its kinds, "funding,progress"
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Judgement:
     submissions: pd.DataFrame  # SUBMISSION_COLUMNS
     facts: pd.DataFrame  # canonical columns + submission_id + row_number, accepted rows only
     issues: pd.DataFrame  # ISSUE_COLUMNS
+    sheet_name: str | None = None  # judge_file_returns: the workbook sheet the return was read from
 
 
 def submission_id(
@@ -196,6 +199,9 @@ def judge_batch(
     file_issues = []
     for sid, (code, reason, column, value) in refusals.items():
         record = subs[sid]
+        sheet = _candidate(ordered, sid).parsed.sheet_name if record.get("file_kinds") else None
+        if sheet and not reason.startswith("工作表“"):  # one of a workbook's two returns: say which
+            reason = f"工作表“{sheet}”（{contract.KIND_NAME_ZH.get(kind, kind)}）：{reason}"
         record.update(status="refused", reason=reason, refusal_code=code, rows_accepted=0)
         if code != "ALL_ROWS_REJECTED":
             record["rows_total"] = _candidate(ordered, sid).parsed.n_rows
@@ -411,14 +417,50 @@ def judge_file(
     is already imported in this process, else pandas, sparing a clerk GX's 2–3 s import.
 
     County and period default to the file's own (the first value of its columns; the period
-    also from the file name), known counties to the bundled division list.
+    also from the file name), known counties to the bundled division list. A workbook carrying
+    both returns gives the one of ``kind`` (else its first sheet's): :func:`judge_file_returns`
+    judges every return of a file.
     """
+    return judge_file_returns(
+        content,
+        file_name,
+        county_code=county_code,
+        period=period,
+        previous=previous,
+        kind=kind,
+        known_counties=known_counties,
+        received_at=received_at,
+        due_day=due_day,
+        tz=tz,
+        engine=engine,
+    )[0]
+
+
+def judge_file_returns(
+    content: bytes,
+    file_name: str,
+    county_code: str | None = None,
+    period: str | None = None,
+    previous: pd.DataFrame | None = None,
+    kind: str | None = None,
+    known_counties: Iterable[str] | None = None,
+    received_at: datetime | None = None,
+    due_day: int = 5,
+    tz: str = "Asia/Shanghai",
+    engine: str | None = None,
+) -> list[Judgement]:
+    """:func:`judge_file` for every return the file carries (one; two for a workbook with a
+    sheet named 进展 and one named 资金), each judged on its own, in the order of
+    ``ParsedReturn.every_return``. County and period not given are taken from the first return
+    that has rows, for all of them; ``previous`` (rows of one kind) applies to the first only."""
     from tasks.read import read_return
 
-    parsed = read_return(content, file_name, kind=kind)
-    kind = kind or parsed.kind or "progress"
-    rows = parsed.rows
-    if parsed.refusal is None and len(rows):
+    first = read_return(content, file_name, kind=kind)
+    returns = first.every_return
+    for parsed in returns:
+        rows = parsed.rows if parsed.refusal is None else None
+        if rows is None or not len(rows):
+            continue
         if county_code is None and "county_code" in rows.columns:
             county_code = _first_value(rows["county_code"])
             county_code = (
@@ -426,27 +468,36 @@ def judge_file(
             )
         if period is None and "period" in rows.columns:
             period = parse_period(_first_value(rows["period"]))
-    if period is None and kind != "plan":
-        period = parse_period(file_name)
     if known_counties is None:
         from gaibao.divisions import bundled_divisions
 
         known_counties = bundled_divisions()["county_code"].astype(str)
-    candidate = Candidate(
-        kind=kind,
-        county_code=county_code,
-        period=period,
-        file_name=file_name,
-        sha256=hashlib.sha256(content).hexdigest(),
-        source="check",
-        received_at=received_at or datetime.now(UTC),
-        parsed=parsed,
-    )
+    known = set(known_counties)
     if engine is None:
         engine = "gx" if "great_expectations" in sys.modules else "pandas"
-    return judge_batch(
-        kind, [candidate], previous, set(known_counties), due_day=due_day, tz=tz, engine=engine
-    )
+    sha = hashlib.sha256(content).hexdigest()
+    received_at = received_at or datetime.now(UTC)
+    out = []
+    file_kinds = ",".join(sorted({r.kind or "" for r in returns})) if len(returns) > 1 else None
+    for parsed in returns:
+        this_kind = kind if parsed is first and kind else parsed.kind or kind or "progress"
+        this_period = period if period is not None or this_kind == "plan" else parse_period(file_name)
+        candidate = Candidate(
+            kind=this_kind,
+            county_code=county_code,
+            period=this_period,
+            file_name=file_name,
+            sha256=sha,
+            source="check",
+            received_at=received_at,
+            parsed=parsed,
+            file_kinds=file_kinds,
+        )
+        before = previous if parsed is first else None  # ``previous`` holds the rows of one kind
+        judged = judge_batch(this_kind, [candidate], before, known, due_day=due_day, tz=tz, engine=engine)
+        judged.sheet_name = parsed.sheet_name
+        out.append(judged)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,6 +525,7 @@ def _submission_record(sid: str, cand: Candidate, version: str, due_day: int, tz
         "unknown_columns": json.dumps(list(cand.parsed.unknown_columns), ensure_ascii=False),
         "loaded_at": None,
         "file_mtime": cand.file_mtime,
+        "file_kinds": cand.file_kinds,
     }
 
 

@@ -10,13 +10,15 @@ whose ``refusal`` says why, in Chinese, for the county clerk.
 
 The public face:
 
-- ``read_return(content, file_name, kind=None) -> ParsedReturn``
+- ``read_return(content, file_name, kind=None) -> ParsedReturn`` (a workbook carrying both
+  returns, a sheet named 进展 and one named 资金, gives both: ``ParsedReturn.every_return``)
 - ``normalise_header(text) -> (base, unit)``
 - ``detect_format(content, file_name) -> "csv" | "xlsx" | "xls" | "json"``
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import csv
 import datetime as dt
@@ -25,7 +27,7 @@ import json
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from itertools import chain
@@ -39,8 +41,11 @@ import pyarrow.compute as pc
 
 from gaibao.contract import (
     COLUMNS,
+    KIND_NAME_ZH,
     KINDS,
+    NOT_A_RETURN_SHEET_HINTS,
     SHEET_HINTS,
+    SUBMITTED_KINDS,
     TOTAL_ROW_COLUMNS,
     TOTAL_ROW_MARKERS,
     UNIT_FACTORS,
@@ -228,10 +233,18 @@ class ParsedReturn:
     released_rows: int | None = None  # n_rows, once release_rows() dropped the grid
     # Free-text cells whose control characters were deleted: (row number, column, how many).
     control_chars: tuple[tuple[int, str, int], ...] = ()
+    # The file's further returns: a workbook carrying both kinds, a sheet named for each (进展,
+    # 资金), is two returns, each judged on its own (``every_return``).
+    other_returns: list[ParsedReturn] = field(default_factory=list)
 
     @property
     def is_refused(self) -> bool:
         return self.refusal is not None
+
+    @property
+    def every_return(self) -> list[ParsedReturn]:
+        """This return and the file's others (``other_returns``), in that order."""
+        return [self, *self.other_returns]
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -522,15 +535,31 @@ def _long_field(text: str, limits: ReadLimits) -> OverLimit:
     return cell_too_long(None, None, limits.max_cell_chars + 1, limits)
 
 
+def sheet_kind(name: str) -> str | None:
+    """The submitted return kind (progress, funding) a sheet's name says, or None: it says none,
+    it says both, or it names a sheet that holds no return (封面, 填报说明, 样例: ``NOT_A_RETURN_SHEET_HINTS``)."""
+    if _not_a_return(name):
+        return None
+    kinds = [k for k in SUBMITTED_KINDS if any(h in name for h in SHEET_HINTS[k])]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def _not_a_return(name: str) -> bool:
+    return any(h in name for h in NOT_A_RETURN_SHEET_HINTS)
+
+
 def _choose_sheets(names: list[str], kind: str | None) -> list[str]:
-    """Sheets to try, in order: those whose name hints the kind, then the first, then the rest."""
+    """Sheets to try, in order: those whose name hints the kind, then the first, then the rest.
+    Sheets that hold no return (封面, 填报说明, 样例) are never tried."""
+    names = [n for n in names if not _not_a_return(n)]
     hints = SHEET_HINTS.get(kind, ()) if kind else tuple(h for k in KINDS for h in SHEET_HINTS.get(k, ()))
     hinted = [n for n in names if any(h in n for h in hints)]
     return hinted + [n for n in names if n not in hinted]
 
 
-def _workbook_sheets(content: bytes, kind: str | None) -> Iterable[tuple[str, list[list[str]], list[int]]]:
-    """Each candidate sheet as (name, grid of strings, clerk's row numbers)."""
+@contextlib.contextmanager
+def _open_workbook(content: bytes) -> Iterator[Any]:
+    """The workbook, opened by calamine once the bounds allow it."""
     from python_calamine import CalamineError, CalamineWorkbook
 
     limits = _LIMITS.get()
@@ -541,19 +570,26 @@ def _workbook_sheets(content: bytes, kind: str | None) -> Iterable[tuple[str, li
     except (CalamineError, ValueError, OSError) as exc:
         raise _Unreadable("Excel 文件已损坏或加密，无法打开") from exc
     with book:
-        for name in _choose_sheets(list(book.sheet_names), kind):
-            try:
-                sheet = book.get_sheet_by_name(name)
-                # the range as calamine holds it (an .xls is bounded by its format: 65536 x 256)
-                end_row, end_col = sheet.end if sheet.height and sheet.width else (-1, -1)
-                check_extent(name, end_row + 1, end_col + 1, limits)
-                # skip_empty_area=False: the grid starts at A1, so list index i is sheet row i + 1.
-                raw = sheet.to_python(skip_empty_area=False)
-            except CalamineError as exc:
-                raise _Unreadable(f"工作表“{name}”无法读取") from exc
-            get = _TO_TEXT.get
-            grid = [[c if type(c) is str else get(type(c), str)(c) for c in row] for row in raw]
-            yield name, grid, list(range(1, len(grid) + 1))
+        yield book
+
+
+def _sheet_grid(book: Any, name: str) -> tuple[list[list[str]], list[int]]:
+    """One sheet as (grid of strings, clerk's row numbers)."""
+    from python_calamine import CalamineError
+
+    limits = _LIMITS.get()
+    try:
+        sheet = book.get_sheet_by_name(name)
+        # the range as calamine holds it (an .xls is bounded by its format: 65536 x 256)
+        end_row, end_col = sheet.end if sheet.height and sheet.width else (-1, -1)
+        check_extent(name, end_row + 1, end_col + 1, limits)
+        # skip_empty_area=False: the grid starts at A1, so list index i is sheet row i + 1.
+        raw = sheet.to_python(skip_empty_area=False)
+    except CalamineError as exc:
+        raise _Unreadable(f"工作表“{name}”无法读取") from exc
+    get = _TO_TEXT.get
+    grid = [[c if type(c) is str else get(type(c), str)(c) for c in row] for row in raw]
+    return grid, list(range(1, len(grid) + 1))
 
 
 def _json_records(content: bytes) -> list[Any]:
@@ -878,14 +914,98 @@ _NO_HEADER_MSG = (
 
 
 def _read_workbook(content: bytes, file_name: str, kind: str | None) -> ParsedReturn:
-    for name, grid, numbers in _workbook_sheets(content, kind):
+    """The workbook's return; a workbook with a sheet named for each submitted kind (进展, 资金)
+    is two returns: the one of ``kind`` (else the first sheet's) with the other in ``other_returns``."""
+    with _open_workbook(content) as book:
+        names = list(book.sheet_names)
+        named: dict[str, list[str]] = {}
+        for name in names:
+            if (k := sheet_kind(name)) is not None:
+                named.setdefault(k, []).append(name)
+        if kind != "plan" and len(named) > 1:
+            returns = [_read_named_sheets(book, k, sheets, file_name) for k, sheets in named.items()]
+            returns.sort(key=lambda r: r.kind != kind)  # stable: else in the order of the sheets
+            returns[0].other_returns = returns[1:]
+            return returns[0]
+        order = _choose_sheets(names, kind)
+        tried: set[str] = set()
+        for name in order:
+            if (named_for := sheet_kind(name)) is not None:
+                if named_for in tried:
+                    continue
+                tried.add(named_for)
+                # the sheets named for this kind: the one that holds data (two: refused)
+                picked = _pick_sheet(book, [n for n in order if sheet_kind(n) == named_for], kind, file_name)
+                if picked is not None:
+                    return picked
+                continue
+            grid, numbers = _sheet_grid(book, name)
+            header_i = _find_header(grid, kind)
+            if header_i is not None:
+                return _sheet_return(grid, numbers, header_i, kind, file_name, name)
+    return _refused(kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name)
+
+
+def _sheet_return(
+    grid: list[list[str]], numbers: list[int], header_i: int, kind: str | None, file_name: str, sheet: str
+) -> ParsedReturn:
+    result = _assemble(grid, numbers, header_i, kind, file_name)
+    result.header_row = numbers[header_i]
+    result.sheet_name = sheet
+    return result
+
+
+def _pick_sheet(book: Any, sheets: list[str], kind: str | None, file_name: str) -> ParsedReturn | None:
+    """The return of the sheets named for one kind: the one with a header and data rows; None
+    when none has a header. Two or more with data: refused ``DUPLICATE_SHEET``, naming them (which
+    one the county meant is not for the pipeline to guess). Sheets with a header but no row
+    (an empty copy of the template) count only when no sheet has rows: the first is the return."""
+    read, filled = [], []
+    for name in sheets:
+        grid, numbers = _sheet_grid(book, name)
         header_i = _find_header(grid, kind)
         if header_i is not None:
-            result = _assemble(grid, numbers, header_i, kind, file_name)
-            result.header_row = numbers[header_i]
-            result.sheet_name = name
-            return result
-    return _refused(kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name)
+            read.append(_sheet_return(grid, numbers, header_i, kind, file_name, name))
+            if _has_rows_below(grid, header_i):
+                filled.append(read[-1])
+    if not read:
+        return None
+    if len(filled) > 1:
+        return _duplicate_sheets(kind or filled[0].kind or "progress", [r.sheet_name for r in filled], file_name)
+    return (filled or read)[0]
+
+
+def _has_rows_below(grid: list[list[str]], header_i: int) -> bool:
+    """A row below the header with two cells or more filled in (a note fills one)."""
+    return any(sum(1 for c in row if c and c.strip()) >= 2 for row in grid[header_i + 1 :])
+
+
+def _read_named_sheets(book: Any, kind: str, sheets: list[str], file_name: str) -> ParsedReturn:
+    """The ``kind`` return of a workbook carrying both kinds, from the sheets named for it (read
+    as that kind). Its refusal names the sheet: the other return is judged on its own."""
+    result = _pick_sheet(book, sheets, kind, file_name)
+    if result is None:
+        result = _refused(kind, "NO_HEADER", _NO_HEADER_MSG.format(n=HEADER_SCAN_ROWS), file_name=file_name)
+        result.sheet_name = sheets[0]
+    if result.refusal is not None and result.refusal.code != "DUPLICATE_SHEET":
+        refusal = result.refusal
+        message = f"工作表“{result.sheet_name}”（{KIND_NAME_ZH[kind]}）：{refusal.message_zh}"
+        result.refusal = Refusal(refusal.code, message, {**refusal.detail, "sheet": str(result.sheet_name)})
+    return result
+
+
+def _duplicate_sheets(kind: str, sheets: list[str], file_name: str) -> ParsedReturn:
+    quoted = "、".join(f"“{n}”" for n in sheets)
+    result = _refused(
+        kind,
+        "DUPLICATE_SHEET",
+        f"工作簿中有 {len(sheets)} 张{KIND_NAME_ZH[kind]}工作表都填有数据：{quoted}，无法确定以哪一张为准。"
+        f"请只保留一张{KIND_NAME_ZH[kind]}工作表（其余删除，或改名为“样例”）后重新报送。",
+        file_name=file_name,
+        sheets="、".join(sheets),
+    )
+    result.sheet_name = sheets[0]
+    return result
 
 
 def _read_json(content: bytes, file_name: str, kind: str | None) -> ParsedReturn:
@@ -977,7 +1097,8 @@ def read_return(
         fmt = result.file_format or fmt
     finally:
         _LIMITS.reset(token)
-    result.file_format = fmt
+    for each in result.every_return:
+        each.file_format = fmt
     if result.refusal is not None:
         logger.info("refused %s: %s", file_name, result.refusal)
     else:

@@ -47,6 +47,8 @@ submission = sa.Table(
     sa.Column("loaded_at", sa.DateTime(timezone=True)),
     sa.Column("load_id", sa.String(32)),
     sa.Column("file_mtime", sa.DateTime(timezone=True)),  # the time the file claims (migration 0006)
+    # a workbook carrying both returns: the kinds it carried, "funding,progress" (migration 0014)
+    sa.Column("file_kinds", sa.String(40)),
     sa.Index("ix_submission_kind_county_period", "kind", "county_code", "period"),
     sa.Index("ix_submission_period", "period"),
     # At most one accepted submission per kind, county and period.
