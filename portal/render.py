@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, PackageLoader
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
 
 from reports.render import environment as reports_environment
 
@@ -26,3 +28,13 @@ def environment() -> Environment:
 
 def render_page(template: str, **context: Any) -> str:
     return environment().get_template(f"portal/{template}").render(**context)
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """One page for the request's viewer (``viewer``, ``role_name`` in every template's context)."""
+    from portal.access import viewer_of
+    from portal.schema import ROLE_NAME_ZH
+
+    viewer = viewer_of(request)
+    html = render_page(template, viewer=viewer, role_name=ROLE_NAME_ZH.get(viewer.role or "", ""), **context)
+    return HTMLResponse(html, status_code=status_code)
