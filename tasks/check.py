@@ -97,7 +97,13 @@ def judge_against_warehouse(
         engine="pandas",
         parsed=parsed,
     )
-    judgement = _warn_dropped_by_resubmission(warehouse, kind, period, judgement)
+    replaces = warehouse.query(
+        "SELECT COUNT(*) AS n FROM submission WHERE kind = :k AND county_code = :c AND period = :p"
+        " AND status = 'accepted'",
+        {"k": kind, "c": county_code, "p": period},
+    )
+    if int(replaces["n"].iloc[0]):  # it would replace an accepted return: warn of what it drops
+        judgement = _warn_dropped_by_resubmission(warehouse, kind, period, judgement)
     previous_period = None if previous.empty else str(previous["period"].max())
     return judgement, parsed, previous_period
 

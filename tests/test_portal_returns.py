@@ -320,6 +320,15 @@ def test_uploads_are_hostile_until_proven_otherwise(served) -> None:
     r = c.post(f"/upload/{upload_id}/submit", data={"csrf": csrf_of(c)}, follow_redirects=False)
     assert r.status_code == 400 and "错误" in r.text
     assert not list((settings.inbox_dir / COUNTY_A).glob("*网上报送*"))
+    # JSON, as the contract allows, known by its content whatever its name
+    r = _upload(c, "data.txt", return_bytes(county_rows(COUNTY_A, PERIOD, 2), fmt="json"), mime="text/plain")
+    assert r.status_code == 303
+    with wh.engine.connect() as conn:
+        kinds = conn.execute(
+            sa.text("SELECT file_type, errors FROM portal_upload WHERE upload_id = :u"),
+            {"u": r.headers["location"].rsplit("/", 1)[1]},
+        ).one()
+    assert tuple(kinds)[0] == "json"
     # a bad period is answered, not crashed on
     r = _upload(c, "ok.csv", csv_bytes, period="2018-13", mime="text/csv")
     assert r.status_code == 400 and "2018-13" in r.text
@@ -358,6 +367,15 @@ def test_gaibao_check_judges_cross_period_rules_when_it_reaches_the_warehouse(
     assert f"已与本县上次接收的报表（{PREVIOUS}）比对跨期规则" in res.output
     assert "(STATUS_REGRESSION)" in res.output and "(DROPPED_PROJECT)" in res.output
     assert rows[-1]["project_id"] in res.output
+
+    # a resubmission of the accepted month that leaves a project out: warned, as the nightly run would
+    again = tmp_path / f"{COUNTY_A}_{PREVIOUS}_进展.csv"
+    again.write_bytes(return_bytes(county_rows(COUNTY_A, PREVIOUS)[1:], fmt="csv"))
+    res = CliRunner().invoke(cli, ["check", str(again)])
+    assert (
+        "(RESUBMISSION_DROPS_PROJECT)" in res.output
+        and county_rows(COUNTY_A, PREVIOUS)[0]["project_id"] in res.output
+    )
 
     monkeypatch.setenv("GAIBAO_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'nowhere.db'}")
     get_settings_clear()
