@@ -409,6 +409,7 @@ def judge_file(
     due_day: int = 5,
     tz: str = "Asia/Shanghai",
     engine: str | None = None,
+    parsed: ParsedReturn | None = None,
 ) -> Judgement:
     """The clerk's pre-check (``gaibao check``): judge one file as the nightly run would.
 
@@ -419,7 +420,8 @@ def judge_file(
     County and period default to the file's own (the first value of its columns; the period
     also from the file name), known counties to the bundled division list. A workbook carrying
     both returns gives the one of ``kind`` (else its first sheet's): :func:`judge_file_returns`
-    judges every return of a file.
+    judges every return of a file. ``parsed``: the file already read by
+    ``tasks.read.read_return`` (the portal reads it once for both).
     """
     return judge_file_returns(
         content,
@@ -433,6 +435,7 @@ def judge_file(
         due_day=due_day,
         tz=tz,
         engine=engine,
+        parsed=parsed,
     )[0]
 
 
@@ -448,6 +451,7 @@ def judge_file_returns(
     due_day: int = 5,
     tz: str = "Asia/Shanghai",
     engine: str | None = None,
+    parsed: ParsedReturn | None = None,
 ) -> list[Judgement]:
     """:func:`judge_file` for every return the file carries (one; two for a workbook with a
     sheet named 进展 and one named 资金), each judged on its own, in the order of
@@ -455,10 +459,10 @@ def judge_file_returns(
     that has rows, for all of them; ``previous`` (rows of one kind) applies to the first only."""
     from tasks.read import read_return
 
-    first = read_return(content, file_name, kind=kind)
+    first = parsed if parsed is not None else read_return(content, file_name, kind=kind)
     returns = first.every_return
-    for parsed in returns:
-        rows = parsed.rows if parsed.refusal is None else None
+    for one in returns:
+        rows = one.rows if one.refusal is None else None
         if rows is None or not len(rows):
             continue
         if county_code is None and "county_code" in rows.columns:
@@ -479,8 +483,8 @@ def judge_file_returns(
     received_at = received_at or datetime.now(UTC)
     out = []
     file_kinds = ",".join(sorted({r.kind or "" for r in returns})) if len(returns) > 1 else None
-    for parsed in returns:
-        this_kind = kind if parsed is first and kind else parsed.kind or kind or "progress"
+    for one in returns:
+        this_kind = kind if one is first and kind else one.kind or kind or "progress"
         this_period = period if period is not None or this_kind == "plan" else parse_period(file_name)
         candidate = Candidate(
             kind=this_kind,
@@ -490,12 +494,12 @@ def judge_file_returns(
             sha256=sha,
             source="check",
             received_at=received_at,
-            parsed=parsed,
+            parsed=one,
             file_kinds=file_kinds,
         )
-        before = previous if parsed is first else None  # ``previous`` holds the rows of one kind
+        before = previous if one is first else None  # ``previous`` holds the rows of one kind
         judged = judge_batch(this_kind, [candidate], before, known, due_day=due_day, tz=tz, engine=engine)
-        judged.sheet_name = parsed.sheet_name
+        judged.sheet_name = one.sheet_name
         out.append(judged)
     return out
 
