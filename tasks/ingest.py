@@ -85,6 +85,7 @@ class RunSummary:
     by_period: dict[str, dict[str, int]] = field(default_factory=dict)
     # (county_code, period) -> what the data engineers are told: source, last error, attempts
     unreachable_sources: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
+    corrections: list[dict[str, object]] = field(default_factory=list)  # nightly: files of earlier periods
 
     def county(self, code: str) -> CountyOutcome:
         if code not in self.counties:
@@ -122,6 +123,7 @@ class RunSummary:
             "totals": self.totals(),
             "unreachable": self.unreachable,
             "by_period": self.by_period,
+            "corrections": self.corrections,
             "counties": self.table(),
         }
 
@@ -299,7 +301,7 @@ def plan_run(
         chosen = merge_counties(known_counties, list_inbox_counties(settings), config.keys())
     subs = warehouse.query(
         "SELECT submission_id, kind, county_code, period, source, file_name, sha256, received_at, "
-        "status, rules_version, file_mtime FROM submission WHERE period = :period",
+        "status, rules_version, file_mtime, refusal_code FROM submission WHERE period = :period",
         {"period": period},
     )
     subs = subs[subs["county_code"].isin(chosen)]
@@ -311,7 +313,9 @@ def plan_run(
             .to_dict("records")
         )
     else:
-        current = subs[subs["rules_version"] == version]
+        # a file refused for its period being before the correction window was not judged:
+        # a backfill of that period judges it
+        current = subs[(subs["rules_version"] == version) & (subs["refusal_code"].fillna("") != "OUTSIDE_WINDOW")]
         known = frozenset(zip(current["county_code"], current["sha256"], strict=True))
         archived = []
     chunks = chunked(chosen, max_chunks=FETCH_CHUNKS, min_size=FETCH_CHUNK_MIN_COUNTIES)

@@ -47,6 +47,7 @@ submission = sa.Table(
     sa.Column("loaded_at", sa.DateTime(timezone=True)),
     sa.Column("load_id", sa.String(32)),
     sa.Column("file_mtime", sa.DateTime(timezone=True)),  # the time the file claims (migration 0006)
+    sa.Column("refusal_code", sa.String(40)),  # a refused file's rule code (migration 0011)
     sa.Index("ix_submission_kind_county_period", "kind", "county_code", "period"),
     sa.Index("ix_submission_period", "period"),
     # At most one accepted submission per kind, county and period.
@@ -245,6 +246,15 @@ mart_dirty = sa.Table(
     sa.Column("mark_id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("period", PERIOD),
     sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Per county, when the nightly run last listed its source for late corrections (tasks.corrections):
+# a file of an earlier period changed since then is read; older ones are not read again.
+correction_scan = sa.Table(
+    "correction_scan",
+    metadata,
+    sa.Column("county_code", CODE6, primary_key=True),
+    sa.Column("scanned_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # One row per committed load: the commit marker the crash recovery reads.
