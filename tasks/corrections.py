@@ -167,6 +167,7 @@ class CorrectionScan:
     scanned: list[str] = field(default_factory=list)  # counties listed (their mark moves on)
     unlisted: list[str] = field(default_factory=list)  # sources that cannot list
     failed: dict[str, str] = field(default_factory=dict)  # county -> why its listing failed
+    described: dict[str, str] = field(default_factory=dict)  # county -> its source (failed ones)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -188,40 +189,47 @@ def scan_marks(warehouse, counties: Sequence[str]) -> dict[str, datetime]:
 def scan_counties(
     warehouse, settings: Settings, period: str, counties: Sequence[str] | None
 ) -> CorrectionScan:
-    """List every county's source once and name the earlier periods with new files."""
-    from tasks.ingest import plan_run
+    """List every county's source once and name the earlier periods with new files.
+
+    A county whose source cannot be built (a bad sources entry) or cannot be listed is recorded
+    in ``failed`` with the error, keeps its mark (the next night lists it again) and is named in
+    the run's unreachable-sources alert: it is never passed over without a word."""
+    from tasks.ingest import choose_counties
     from tasks.sources import FolderSource, load_source_config, source_for
 
     window = correction_window(period, settings.correction_months)
     scan = CorrectionScan(period=period, window=window)
     if not window:
         return scan
-    chosen = plan_run(warehouse, settings, period, counties, False).counties
+    chosen = choose_counties(warehouse, settings, counties)
     marks = scan_marks(warehouse, chosen)
     config = load_source_config(settings.sources)
 
-    def one(code: str) -> tuple[str, set[str] | None, str | None]:
-        try:
-            source = source_for(code, settings, config)
-            mark = marks.get(code)
-            return code, changed_periods(source, mark - SCAN_SLACK if mark else None, period), None
-        except Exception as exc:  # noqa: BLE001 - one county's listing must not stop the night
-            return code, set(), f"{type(exc).__name__}: {exc}"
-
-    local, remote = [], []
+    sources: dict[str, Any] = {}
+    results: list[tuple[str, set[str] | None, str | None]] = []
     for code in chosen:
         try:
-            source = source_for(code, settings, config)
-        except Exception:  # noqa: BLE001 - reported by the fetch of last month already
-            continue
-        (local if isinstance(source, FolderSource) and source.is_local else remote).append(code)
-    results = [one(code) for code in local]  # page-cached folders: one thread (see fetch_all)
+            sources[code] = source_for(code, settings, config)
+        except Exception as exc:  # noqa: BLE001 - recorded in scan.failed and alerted, not dropped
+            results.append((code, set(), f"{type(exc).__name__}: {exc}"))
+
+    def one(code: str) -> tuple[str, set[str] | None, str | None]:
+        mark = marks.get(code)
+        try:
+            return code, changed_periods(sources[code], mark - SCAN_SLACK if mark else None, period), None
+        except Exception as exc:  # noqa: BLE001 - recorded in scan.failed and alerted, not dropped
+            return code, set(), f"{type(exc).__name__}: {exc}"
+
+    local = [c for c, src in sources.items() if isinstance(src, FolderSource) and src.is_local]
+    remote = [c for c, src in sources.items() if not (isinstance(src, FolderSource) and src.is_local)]
+    results += [one(code) for code in local]  # page-cached folders: one thread (see fetch_all)
     if remote:
         with ThreadPoolExecutor(max_workers=min(8, len(remote)), thread_name_prefix="scan") as pool:
             results += list(pool.map(one, remote))
-    for code, periods, error in sorted(results):
+    for code, periods, error in sorted(results, key=lambda r: r[0]):
         if error is not None:
             scan.failed[code] = error
+            scan.described[code] = sources[code].describe() if code in sources else "(no source)"
             log.warning("county %s: listing for corrections failed: %s", code, error)
             continue
         if periods is None:
@@ -234,8 +242,8 @@ def scan_counties(
         if wanted:
             scan.found[code] = wanted
     log.info(
-        "corrections %s: %d counties listed, %d with files of earlier periods to look at, %d cannot list",
-        period, len(scan.scanned), len(scan.found), len(scan.unlisted),
+        "corrections %s: %d counties listed, %d with files of earlier periods to look at, %d cannot list, %d failed",
+        period, len(scan.scanned), len(scan.found), len(scan.unlisted), len(scan.failed),
     )  # fmt: skip
     return scan
 
@@ -251,6 +259,8 @@ class CorrectionFiles:
     scan: CorrectionScan
     by_period: dict[str, list[Any]] = field(default_factory=dict)  # period -> [tasks.ingest.Fetched]
     unreachable: dict[str, str] = field(default_factory=dict)  # county -> reason
+    # (county, period) -> {reason, source, error, attempts}: for the run's unreachable-sources alert
+    unreachable_detail: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def fetch_corrections(warehouse, settings: Settings, scan: CorrectionScan) -> CorrectionFiles:
@@ -271,6 +281,12 @@ def fetch_corrections(warehouse, settings: Settings, scan: CorrectionScan) -> Co
             outcome = fetch_with_retry(source, code, period, settings)
             if outcome.error is not None:
                 files.unreachable[code] = str(getattr(outcome.error, "message_zh", outcome.error))
+                files.unreachable_detail[(code, period)] = {
+                    "reason": files.unreachable[code],
+                    "source": source.describe(),
+                    "error": str(getattr(outcome.error, "detail", outcome.error)),
+                    "attempts": outcome.attempts,
+                }
                 continue
             received.extend(outcome.received)
     if not received:
@@ -347,6 +363,9 @@ class CorrectionReport:
     corrections: list[Correction] = field(default_factory=list)
     rejudged: list[Rejudged] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
+    # (county, period or window) -> {reason, source, error, attempts}: sources that could not be
+    # listed or fetched for corrections, for the run's alert to the data engineers
+    problems: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def earliest(self) -> str | None:
@@ -441,7 +460,7 @@ def _archived(warehouse, period: str, keys: set[tuple[str, str]]) -> list[dict[s
         return []
     subs = warehouse.query(
         "SELECT submission_id, kind, county_code, period, source, file_name, sha256, received_at, "
-        "status, refusal_code FROM submission WHERE period = :p",
+        "file_mtime, status, refusal_code FROM submission WHERE period = :p",
         {"p": period},
     )
     wanted = [(k, c) in keys for k, c in zip(subs["kind"], subs["county_code"], strict=True)]
@@ -459,6 +478,16 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
 
     scan = files.scan
     report = CorrectionReport(period=scan.period, unreachable=dict(files.unreachable))
+    report.problems.update(files.unreachable_detail)
+    if scan.failed:
+        span = f"{scan.window[0]}..{scan.window[-1]}"
+        for code, error in scan.failed.items():
+            report.problems[(code, span)] = {
+                "reason": "查找更正文件时无法列出数据源，本次未受理该县区此前各期的更正（下次夜间运行重新查找）",
+                "source": scan.described.get(code, "(no source)"),
+                "error": error,
+                "attempts": 1,
+            }
     if files.by_period:
         dirty: set[tuple[str, str]] = set()  # (kind, county) whose later returns must be re-judged
         for period in period_range(min(files.by_period), scan.period):

@@ -285,20 +285,11 @@ def plan_run(
     warehouse, settings: Settings, period: str, counties: Sequence[str] | None, force: bool
 ) -> RunPlan:
     """Decide the counties of a run and what is already known."""
-    from tasks.sources import list_inbox_counties, load_source_config
     from tasks.validate import record_rules_in_use, rules_version
 
     version = rules_version()
     record_rules_in_use(warehouse.engine)  # the text behind the version, for `gaibao rules show`
-    if counties:
-        chosen = sorted(set(counties))
-        _refuse_unknown_counties(warehouse, settings, chosen)
-    else:
-        config = load_source_config(settings.sources)
-        known_counties = warehouse.query(
-            "SELECT county_code FROM ref_plan UNION SELECT county_code FROM submission"
-        )["county_code"].tolist()
-        chosen = merge_counties(known_counties, list_inbox_counties(settings), config.keys())
+    chosen = choose_counties(warehouse, settings, counties)
     subs = warehouse.query(
         "SELECT submission_id, kind, county_code, period, source, file_name, sha256, received_at, "
         "status, rules_version, file_mtime, refusal_code FROM submission WHERE period = :period",
@@ -320,6 +311,23 @@ def plan_run(
         archived = []
     chunks = chunked(chosen, max_chunks=FETCH_CHUNKS, min_size=FETCH_CHUNK_MIN_COUNTIES)
     return RunPlan(period, chosen, chunks, known, archived, version, _first_seen(subs))
+
+
+def choose_counties(warehouse, settings: Settings, counties: Sequence[str] | None) -> list[str]:
+    """The counties a run asks for: those given (checked), or every county with a plan row, a
+    submission, an entry in the sources file or a folder where unlisted counties' files are
+    (``tasks.sources.list_source_counties``)."""
+    from tasks.sources import list_source_counties, load_source_config
+
+    if counties:
+        chosen = sorted(set(counties))
+        _refuse_unknown_counties(warehouse, settings, chosen)
+        return chosen
+    config = load_source_config(settings.sources)
+    known_counties = warehouse.query(
+        "SELECT county_code FROM ref_plan UNION SELECT county_code FROM submission"
+    )["county_code"].tolist()
+    return merge_counties(known_counties, list_source_counties(settings, config), config.keys())
 
 
 def _first_seen(subs: pd.DataFrame) -> dict[tuple[str, str], datetime]:

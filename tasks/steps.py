@@ -134,6 +134,7 @@ def load_corrections(wh, settings: Settings, files, summary: RunSummary):
     summary.corrections = report.as_dicts()
     for county, reason in report.unreachable.items():
         summary.county(county).unreachable = reason
+    summary.unreachable_sources.update(report.problems)  # alerted with the run's other sources
     if report.corrections:
         get_run_logger().info("late corrections: %d files, %d returns re-judged", len(report.corrections), len(report.rejudged))
     return report
