@@ -488,10 +488,14 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
                 "error": error,
                 "attempts": 1,
             }
-    if files.by_period:
+    # (kind, county) -> corrected period whose later returns a run that stopped did not re-judge
+    pending = read_pending(warehouse)
+    starts = list(files.by_period) + [_next(p) for p in pending.values() if _next(p) <= scan.period]
+    if starts:
         dirty: set[tuple[str, str]] = set()  # (kind, county) whose later returns must be re-judged
-        for period in period_range(min(files.by_period), scan.period):
+        for period in period_range(min(starts), scan.period):
             fresh = files.by_period.get(period, []) if period < scan.period else []
+            dirty |= {key for key, since in pending.items() if _next(since) == period}
             dirty_before = set(dirty)
             archived = _archived(warehouse, period, dirty_before)
             if not fresh and not archived:
@@ -508,6 +512,7 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
                 "SELECT submission_id, status, reason FROM submission WHERE period = :p", {"p": period}
             ).set_index("submission_id")
             fresh_ids: set[str] = set()
+            newly_dirty: set[tuple[str, str]] = set()
             for kind, judgement in judged.by_kind.items():
                 fresh_keys = {(f.county_code, f.sha256) for f in fresh}
                 for row in judgement.submissions.itertuples(index=False):
@@ -530,7 +535,12 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
                         )
                     )
                     if is_current and period < scan.period:
-                        dirty.add((kind, row.county_code))
+                        newly_dirty.add((kind, row.county_code))
+            # kept until the end of the run: a run that stops before re-judging the later returns
+            # leaves them for the next night (the correction itself is not new to it any more)
+            note_pending(warehouse, newly_dirty, period)
+            pending.update({key: min(period, pending.get(key, period)) for key in newly_dirty})
+            dirty |= newly_dirty
             if rejudged_ids:
                 after_ids = {str(a["submission_id"]) for a in after.values()}
                 warnings_after = _warnings(warehouse, sorted(after_ids))
@@ -553,18 +563,64 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
                 now = after.get(key)
                 if now is not None and now["submission_id"] not in fresh_ids:
                     dirty.discard(key)
-    record_scan(warehouse, scan, set(files.unreachable))
+    done = {key for key, since in pending.items() if _next(since) <= scan.period}
+    record_scan(warehouse, scan, set(files.unreachable), done=done)
     return report
 
 
-def record_scan(warehouse, scan: CorrectionScan, skip: set[str]) -> None:
-    """Move the marks of the counties listed (and fetched) tonight to the scan's start."""
-    from warehouse.schema import correction_scan
+def _next(period: str) -> str:
+    return str(pd.Period(period, "M") + 1)
+
+
+def read_pending(warehouse) -> dict[tuple[str, str], str]:
+    """(kind, county) -> the corrected period whose later returns are still to be re-judged."""
+    from warehouse.schema import correction_pending as t
+
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.kind, t.c.county_code, t.c.from_period)).all()
+    return {(kind, county): str(period) for kind, county, period in rows}
+
+
+def note_pending(warehouse, keys: set[tuple[str, str]], period: str) -> None:
+    """Record that ``keys``' returns after ``period`` must be re-judged (an earlier period kept)."""
+    if not keys:
+        return
+    from warehouse.schema import correction_pending as t
+
+    now = datetime.now(UTC)
+    with warehouse.engine.begin() as conn:
+        have = {
+            (k, c): str(p)
+            for k, c, p in conn.execute(sa.select(t.c.kind, t.c.county_code, t.c.from_period)).all()
+            if (k, c) in keys
+        }
+        for kind, county in sorted(keys):
+            if (kind, county) in have:
+                if have[(kind, county)] <= period:
+                    continue
+                conn.execute(t.delete().where(t.c.kind == kind, t.c.county_code == county))
+            conn.execute(
+                t.insert(), {"kind": kind, "county_code": county, "from_period": period, "recorded_at": now}
+            )
+
+
+def record_scan(
+    warehouse, scan: CorrectionScan, skip: set[str], done: set[tuple[str, str]] = frozenset()
+) -> None:
+    """Move the marks of the counties listed (and fetched) tonight to the scan's start, and
+    forget the re-judging ``done`` tonight (one transaction)."""
+    from warehouse.schema import correction_pending, correction_scan
 
     codes = sorted(set(scan.scanned) - skip)
-    if not codes:
+    if not codes and not done:
         return
     with warehouse.engine.begin() as conn:
+        for kind, county in sorted(done):
+            conn.execute(
+                correction_pending.delete().where(
+                    correction_pending.c.kind == kind, correction_pending.c.county_code == county
+                )
+            )
         for start in range(0, len(codes), 500):
             chunk = codes[start : start + 500]
             conn.execute(correction_scan.delete().where(correction_scan.c.county_code.in_(chunk)))

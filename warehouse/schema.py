@@ -257,6 +257,18 @@ correction_scan = sa.Table(
     sa.Column("scanned_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Per (kind, county), a late correction whose later returns are still to be re-judged: written
+# once the correction is loaded, removed when the run has re-judged them (tasks.corrections), so a
+# run that stops in between leaves them to the next night.
+correction_pending = sa.Table(
+    "correction_pending",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("county_code", CODE6, primary_key=True),
+    sa.Column("from_period", PERIOD, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # One row per committed load: the commit marker the crash recovery reads.
 warehouse_load = sa.Table(
     "warehouse_load",

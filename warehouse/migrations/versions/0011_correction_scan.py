@@ -1,5 +1,6 @@
-"""correction_scan (when the nightly run last listed each county's source for late corrections)
-and submission.refusal_code
+"""correction_scan (when the nightly run last listed each county's source for late corrections),
+correction_pending (corrections whose later returns are still to be re-judged) and
+submission.refusal_code
 
 Revision ID: 0011
 Revises: 0009
@@ -31,6 +32,14 @@ def upgrade() -> None:
         sa.Column("scanned_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("county_code", name=op.f("pk_correction_scan")),
     )
+    op.create_table(
+        "correction_pending",
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("county_code", sa.String(6), nullable=False),
+        sa.Column("from_period", sa.String(7), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("kind", "county_code", name=op.f("pk_correction_pending")),
+    )
     with op.batch_alter_table("submission") as batch:
         batch.add_column(sa.Column("refusal_code", sa.String(40), nullable=True))
 
@@ -38,4 +47,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("submission") as batch:
         batch.drop_column("refusal_code")
+    op.drop_table("correction_pending")
     op.drop_table("correction_scan")
