@@ -23,7 +23,10 @@ The re-judging follows one rule: after period R is loaded, a county's later retu
 when R's accepted rows changed, up to and including the county's next period with an accepted
 return. Those returns (accepted, superseded and refused alike) are re-read from the archive and
 judged again with the county's current previous rows, and load as a backfill would load them, so
-the warehouse ends exactly as a fresh backfill of the same files leaves it.
+the warehouse ends exactly as a fresh backfill of the same files leaves it. A correction whose
+later returns are still to be re-judged is kept in ``correction_pending`` until they are: a run
+that stops in between (a corrupt archive object, a crash) leaves them to the next night, to which
+the correction itself is no longer new.
 
 No Prefect here: ``tasks/steps.py`` wraps these as tasks.
 """

@@ -134,9 +134,9 @@ def test_a_county_whose_source_cannot_be_listed_is_reported_not_dropped(
     warehouse_url: str, gaibao_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gaibao.settings import get_settings
+    from tasks.alerts import compose_unreachable_alert
     from tasks.corrections import CorrectionFiles, apply_corrections, scan_counties, scan_marks
     from tasks.ingest import seed_divisions
-    from tasks.alerts import compose_unreachable_alert
     from warehouse.store import Warehouse
 
     inbox = tmp_path / "inbox"
@@ -145,7 +145,7 @@ def test_a_county_whose_source_cannot_be_listed_is_reported_not_dropped(
     broken.write_bytes(b"a file where the county folder should be")
     sources = tmp_path / "sources.yaml"
     sources.write_text(
-        f"defaults:\n  type: folder\n  root: {inbox}/{{county_code}}\n\"{WUHE}\":\n  root: {broken}\n",
+        f'defaults:\n  type: folder\n  root: {inbox}/{{county_code}}\n"{WUHE}":\n  root: {broken}\n',
         encoding="utf-8",
     )
     _use(monkeypatch, gaibao_home, warehouse_url, sources)
@@ -159,7 +159,7 @@ def test_a_county_whose_source_cannot_be_listed_is_reported_not_dropped(
         report = apply_corrections(wh, settings, CorrectionFiles(scan=scan))
         # its mark stays where it was (none): the next night lists it again
         assert set(scan_marks(wh, [HUAIYUAN, WUHE])) == {HUAIYUAN}
-    (key, problem), = report.problems.items()
+    ((key, problem),) = report.problems.items()
     assert key == (WUHE, "2017-12..2018-11") and problem["source"] == f"folder:{broken}"
     subject, body = compose_unreachable_alert("nightly-ingest", ["2018-12"], report.problems)
     assert WUHE in subject + body and "更正" in body and "NotADirectoryError" in body
@@ -170,7 +170,14 @@ def _plain_runs(periods: list[str], *, corrections_for: str | None = None) -> No
     ``corrections_for``, the nightly run's corrections step for that period."""
     from gaibao.settings import get_settings
     from tasks import corrections
-    from tasks.ingest import fetch_and_read, gather_period, judge_period, load_judged, plan_run, seed_divisions
+    from tasks.ingest import (
+        fetch_and_read,
+        gather_period,
+        judge_period,
+        load_judged,
+        plan_run,
+        seed_divisions,
+    )
     from warehouse.store import Warehouse
 
     settings = get_settings()
@@ -179,13 +186,17 @@ def _plain_runs(periods: list[str], *, corrections_for: str | None = None) -> No
         seed_divisions(wh)
         if corrections_for is not None:
             scan = corrections.scan_counties(wh, settings, corrections_for, None)
-            report = corrections.apply_corrections(wh, settings, corrections.fetch_corrections(wh, settings, scan))
+            report = corrections.apply_corrections(
+                wh, settings, corrections.fetch_corrections(wh, settings, scan)
+            )
             wh.rebuild_marts(from_period=report.earliest or corrections_for, only_if_changed=True)
             return
         for period in periods:
             plan = plan_run(wh, settings, period, None, False)
             chunks = [fetch_and_read(c, period, settings, plan.known, plan.first_seen) for c in plan.chunks]
-            load_judged(wh, judge_period(wh, settings, gather_period(settings, period, chunks, plan.archived)))
+            load_judged(
+                wh, judge_period(wh, settings, gather_period(settings, period, chunks, plan.archived))
+            )
         wh.rebuild_marts(from_period=periods[0], only_if_changed=True)
 
 
@@ -312,7 +323,9 @@ def _correction_rows(county: str, period: str) -> list[dict]:
 
 
 def _write_correction(inbox: Path, county: str, period: str) -> Path:
-    return write_return(inbox / county / f"{county}项目进展月报{period}（更正）.csv", _correction_rows(county, period))
+    return write_return(
+        inbox / county / f"{county}项目进展月报{period}（更正）.csv", _correction_rows(county, period)
+    )
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, home: Path, url: str, sources: Path) -> None:
