@@ -55,6 +55,13 @@ def _echo_summary(summary: dict) -> None:
         f"duplicates {totals.get('duplicates', 0)}, rows accepted {totals.get('rows_accepted', 0)}, "
         f"rows rejected {totals.get('rows_rejected', 0)}"
     )
+    for item in summary.get("corrections", []):
+        replaced = f", replaces {item['replaced']}" if item.get("replaced") else ""
+        rejudged = f", re-judged {', '.join(item['rejudged'])}" if item.get("rejudged") else ""
+        typer.echo(
+            f"  correction {item['county_code']} {item['period']} {item['kind']}: {item['file_name']} "
+            f"{item['status']}{replaced}{rejudged}"
+        )
     for county in summary.get("unreachable", []):
         typer.echo(f"  unreachable source: {county}", err=True)
 

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     )
     fetch_retries: int = 3
     fetch_backoff_s: float = 1.0
+    correction_months: int = Field(
+        default=12,
+        ge=0,
+        le=120,
+        description="the nightly run also takes new files for this many months before its period "
+        "(late corrections); files for earlier periods are refused (0: last month only)",
+    )
     read_processes: int | None = Field(
         default=None,
         ge=0,

@@ -329,6 +329,48 @@ RECEIPT_SUB_COLUMNS = [
     Col("late_zh", "是否逾期"),
 ]
 STATUS_ZH = {"accepted": "已接收", "refused": "已退回", "superseded": "已被新文件替换"}
+# What a later file of the same county, period and kind replaced (a resubmission, a late correction).
+RECEIPT_REPLACED_COLUMNS = [
+    Col("kind_zh", "报表"),
+    Col("old_file", "被替换的文件"),
+    Col("old_received", "原收到时间"),
+    Col("old_rows", "原接收行", "int"),
+    Col("new_file", "替换为"),
+    Col("new_received", "收到时间"),
+    Col("new_rows", "现接收行", "int"),
+]
+
+
+def _replaced_rows(subs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Each superseded submission of ``subs`` beside the file that replaced it: the next file of
+    the same county and kind, in received order, that was not refused. ``table`` holds the display
+    columns of ``subs`` row for row (both sorted by county and received time)."""
+    frame = pd.DataFrame(
+        {
+            "county_code": subs["county_code"].to_numpy(),
+            "kind": subs["kind"].to_numpy(),
+            "status": subs["status"].to_numpy(),
+            "kind_zh": table["kind_zh"].to_numpy(),
+            "file": table["file_name"].to_numpy(),
+            "received": table["received"].to_numpy(),
+            "rows": table["rows_accepted"].to_numpy(),
+        }
+    )
+    frame = frame[frame["status"] != "refused"]
+    nxt = frame.groupby(["county_code", "kind"], sort=False)[["file", "received", "rows"]].shift(-1)
+    keep = (frame["status"] == "superseded").to_numpy() & nxt["file"].notna().to_numpy()
+    return pd.DataFrame(
+        {
+            "county_code": frame["county_code"].to_numpy()[keep],
+            "kind_zh": frame["kind_zh"].to_numpy()[keep],
+            "old_file": frame["file"].to_numpy()[keep],
+            "old_received": frame["received"].to_numpy()[keep],
+            "old_rows": frame["rows"].to_numpy()[keep],
+            "new_file": nxt["file"].to_numpy()[keep],
+            "new_received": nxt["received"].to_numpy()[keep],
+            "new_rows": nxt["rows"].to_numpy()[keep],
+        }
+    )
 
 
 def receipt_messages(
@@ -353,6 +395,7 @@ def _receipt_chunks(
     list_limit: int = 200,
     processes: int | None = 0,
     mail: tuple[str, dict[str, list[str]], bool, Path | None] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> Iterator[dict[str, tuple[str, str, str, dict[str, bytes]]]]:
     """:func:`receipt_messages` by chunks of counties (in county order), each as soon as it is
     rendered; with ``mail`` = (from, {county: addresses}, outbox, outbox folder), each county's
@@ -404,6 +447,8 @@ def _receipt_chunks(
         rejected = warnings = _issue_rows(iss, subs)
     rejected, rej_at = _spans(rejected)
     warnings, warn_at = _spans(warnings)
+    replaced, rep_at = _spans(_replaced_rows(subs, table))
+    notes = notes or {}
     table_at = _spans(subs.assign(_pos=np.arange(len(subs))))[1]  # subs are sorted by county already
     label = periods.label_zh(period)
     generated = now_label()
@@ -445,6 +490,8 @@ def _receipt_chunks(
                 table=rows(table, table_at),
                 rejected=rows(rejected, rej_at),
                 warnings=rows(warnings, warn_at),
+                replaced=rows(replaced, rep_at),
+                notes={c: notes[c] for c in chunk if notes.get(c)},
             )
         )
     from tasks.readpool import imap_in_processes
@@ -468,6 +515,8 @@ class _ReceiptJob:
     table: tuple[pd.DataFrame, dict[str, tuple[int, int]]]
     rejected: tuple[pd.DataFrame, dict[str, tuple[int, int]]]
     warnings: tuple[pd.DataFrame, dict[str, tuple[int, int]]]
+    replaced: tuple[pd.DataFrame, dict[str, tuple[int, int]]] = (pd.DataFrame(), {})
+    notes: dict[str, str] = field(default_factory=dict)  # county -> what a late correction re-judged
 
 
 def _render_receipts(job: _ReceiptJob) -> dict[str, tuple[str, str, str, dict[str, bytes]]]:
@@ -485,6 +534,8 @@ def _render_receipts(job: _ReceiptJob) -> dict[str, tuple[str, str, str, dict[st
     tables = _county_cells(table, table_at, RECEIPT_SUB_COLUMNS, None)
     rejected = _county_cells(*job.rejected, LETTER_ROW_COLUMNS, limit)
     warnings = _county_cells(*job.warnings, LETTER_ROW_COLUMNS, limit)
+    replaced = _county_cells(*job.replaced, RECEIPT_REPLACED_COLUMNS, None)
+    replaced_headers = [c.header_zh for c in RECEIPT_REPLACED_COLUMNS]
     sub_headers = [c.header_zh for c in RECEIPT_SUB_COLUMNS]
     row_headers = [c.header_zh for c in LETTER_ROW_COLUMNS]
     nothing: tuple[list, int] = ([], 0)
@@ -499,6 +550,14 @@ def _render_receipts(job: _ReceiptJob) -> dict[str, tuple[str, str, str, dict[st
             rejected=RowsSection("rejected", "被拒收的数据行", row_headers, *rejected.get(code, nothing)),
             warnings=RowsSection("warnings", "需要说明的预警", row_headers, *warnings.get(code, nothing)),
             list_limit=limit,
+            replaced=(
+                RowsSection(
+                    "replaced", "本期被替换的文件", replaced_headers, *replaced.get(code, nothing),
+                    note_zh=job.notes.get(code, ""),
+                )
+                if code in replaced or job.notes.get(code)
+                else None
+            ),
         )
         html = render("receipt.html", ctx)
         raws: dict[str, bytes] = {}
@@ -571,8 +630,12 @@ def send_receipts(
     recipients: Recipients | None = None,
     resend: bool = False,
     county_codes: list[str] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> DeliveryReport:
-    """After an ingest: each county that submitted for ``period`` gets a receipt (once per set of files)."""
+    """After an ingest: each county that submitted for ``period`` gets a receipt (once per set of files).
+
+    ``notes``: per county, a sentence for its receipt's section on replaced files (the nightly
+    run's late corrections say there which later periods they re-judged)."""
     periods.check_period(period)
     engine = _engine(warehouse)
     ensure_tables(engine)
@@ -608,7 +671,7 @@ def send_receipts(
     )
     # Each chunk of counties is sent as soon as it is rendered, while the workers render the next.
     chunks = _receipt_chunks(
-        period, subs, issues, divisions, th.html_list_limit, settings.read_processes, mail
+        period, subs, issues, divisions, th.html_list_limit, settings.read_processes, mail, notes
     )
     messages = (item for chunk in chunks for item in chunk.items())
     with contextlib.ExitStack() as stack:

@@ -94,6 +94,7 @@ class ReceiptContext:
     rejected: Section | RowsSection
     warnings: Section | RowsSection
     list_limit: int
+    replaced: Section | RowsSection | None = None  # files a later one replaced (resubmissions, corrections)
 
 
 def render(template: str, context: object) -> str:

@@ -85,6 +85,7 @@ class RunSummary:
     by_period: dict[str, dict[str, int]] = field(default_factory=dict)
     # (county_code, period) -> what the data engineers are told: source, last error, attempts
     unreachable_sources: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
+    corrections: list[dict[str, object]] = field(default_factory=list)  # nightly: files of earlier periods
 
     def county(self, code: str) -> CountyOutcome:
         if code not in self.counties:
@@ -122,6 +123,7 @@ class RunSummary:
             "totals": self.totals(),
             "unreachable": self.unreachable,
             "by_period": self.by_period,
+            "corrections": self.corrections,
             "counties": self.table(),
         }
 
@@ -283,23 +285,14 @@ def plan_run(
     warehouse, settings: Settings, period: str, counties: Sequence[str] | None, force: bool
 ) -> RunPlan:
     """Decide the counties of a run and what is already known."""
-    from tasks.sources import list_inbox_counties, load_source_config
     from tasks.validate import record_rules_in_use, rules_version
 
     version = rules_version()
     record_rules_in_use(warehouse.engine)  # the text behind the version, for `gaibao rules show`
-    if counties:
-        chosen = sorted(set(counties))
-        _refuse_unknown_counties(warehouse, settings, chosen)
-    else:
-        config = load_source_config(settings.sources)
-        known_counties = warehouse.query(
-            "SELECT county_code FROM ref_plan UNION SELECT county_code FROM submission"
-        )["county_code"].tolist()
-        chosen = merge_counties(known_counties, list_inbox_counties(settings), config.keys())
+    chosen = choose_counties(warehouse, settings, counties)
     subs = warehouse.query(
         "SELECT submission_id, kind, county_code, period, source, file_name, sha256, received_at, "
-        "status, rules_version, file_mtime, file_kinds FROM submission WHERE period = :period",
+        "status, rules_version, file_mtime, file_kinds, refusal_code FROM submission WHERE period = :period",
         {"period": period},
     )
     subs = subs[subs["county_code"].isin(chosen)]
@@ -311,7 +304,10 @@ def plan_run(
             .to_dict("records")
         )
     else:
-        known = _judged(subs[subs["rules_version"] == version])
+        # a file refused for its period being before the correction window was not judged:
+        # a backfill of that period judges it
+        current = subs[(subs["rules_version"] == version) & (subs["refusal_code"].fillna("") != "OUTSIDE_WINDOW")]
+        known = _judged(current)
         archived = []
     chunks = chunked(chosen, max_chunks=FETCH_CHUNKS, min_size=FETCH_CHUNK_MIN_COUNTIES)
     return RunPlan(period, chosen, chunks, known, archived, version, _first_seen(subs))
@@ -331,6 +327,21 @@ def _judged(current: pd.DataFrame) -> frozenset[tuple[str, str]]:
         if not set(str(group["file_kinds"].iloc[0]).split(",")) <= set(group["kind"])
     }
     return pairs - incomplete
+def choose_counties(warehouse, settings: Settings, counties: Sequence[str] | None) -> list[str]:
+    """The counties a run asks for: those given (checked), or every county with a plan row, a
+    submission, an entry in the sources file or a folder where unlisted counties' files are
+    (``tasks.sources.list_source_counties``)."""
+    from tasks.sources import list_source_counties, load_source_config
+
+    if counties:
+        chosen = sorted(set(counties))
+        _refuse_unknown_counties(warehouse, settings, chosen)
+        return chosen
+    config = load_source_config(settings.sources)
+    known_counties = warehouse.query(
+        "SELECT county_code FROM ref_plan UNION SELECT county_code FROM submission"
+    )["county_code"].tolist()
+    return merge_counties(known_counties, list_source_counties(settings, config), config.keys())
 
 
 def _first_seen(subs: pd.DataFrame) -> dict[tuple[str, str], datetime]:

@@ -1256,6 +1256,54 @@ def list_inbox_counties(settings: Settings) -> list[str]:
         )
 
 
+COUNTY_PLACEHOLDER = "{county_code}"
+
+
+def list_source_counties(settings: Settings, config: Mapping[str, SourceSpec] | None = None) -> list[str]:
+    """County codes that have a folder where the run looks for unlisted counties' files: under
+    ``$GAIBAO_HOME/inbox``, and, when the sources file's ``defaults`` is a folder whose root names
+    the county as one folder of its path (``root: /srv/inbox/{county_code}``, ``s3://b/{county_code}/in``),
+    under the folder above it (6-digit names only, no symbolic links).
+
+    Without this a county that only the defaults' folder holds (no plan row, never submitted)
+    was asked for by no run: not the nightly, not a backfill, not the correction scan. A missing
+    folder lists nothing; any other failure to list it raises (the run must not quietly take
+    fewer counties)."""
+    found = set(list_inbox_counties(settings))
+    defaults = getattr(config, "defaults", None)
+    if isinstance(defaults, FolderSpec) and defaults.root:
+        found.update(_template_counties(defaults.root))
+    return sorted(found)
+
+
+def _template_counties(template: str) -> list[str]:
+    """The county codes of the folders a ``{county_code}`` root template names (see above)."""
+    prefix, sep, suffix = template.partition(COUNTY_PLACEHOLDER)
+    if not sep or COUNTY_PLACEHOLDER in suffix or not prefix.endswith("/") or suffix[:1] not in ("", "/"):
+        # the code is not a folder of its own (e.g. /srv/inbox-{county_code}): nothing to list;
+        # such counties are known from the plan, their submissions or the sources file
+        log.debug("defaults root %s does not name a county folder: counties not listed from it", template)
+        return []
+    if "://" not in prefix or prefix.startswith("file://"):
+        parent = prefix[len("file://") :] if prefix.startswith("file://") else prefix
+        try:
+            with os.scandir(parent) as entries:
+                return sorted(
+                    e.name for e in entries if COUNTY_CODE_RE.match(e.name) and e.is_dir(follow_symlinks=False)
+                )
+        except FileNotFoundError:
+            log.warning("defaults root %s: folder %s does not exist: no county listed from it", template, parent)
+            return []
+    from fsspec.core import url_to_fs
+
+    fs, path = url_to_fs(prefix)
+    if not fs.isdir(path):
+        log.warning("defaults root %s: folder %s does not exist: no county listed from it", template, prefix)
+        return []
+    names = (PurePosixPath(info["name"]).name for info in fs.ls(path, detail=True) if info.get("type") == "directory")
+    return sorted(n for n in names if COUNTY_CODE_RE.match(n))
+
+
 # --------------------------------------------------------------------------------------------
 # Fetching many counties
 # --------------------------------------------------------------------------------------------
@@ -1410,6 +1458,7 @@ __all__ = [
     "is_hidden_or_temp",
     "kind_in_name",
     "list_inbox_counties",
+    "list_source_counties",
     "load_source_config",
     "period_in_name",
     "periods_in_name",

@@ -113,3 +113,45 @@ def send_receipts(wh, settings: Settings, period: str, summary: RunSummary) -> d
     from reports.delivery import send_receipts as deliver
 
     return deliver(period, wh, settings, county_codes=counties).summary()
+
+
+@task(name="scan_corrections", retries=1, retry_delay_seconds=5, persist_result=False, cache_policy=NO_CACHE)
+def scan_corrections(wh, settings: Settings, period: str, counties: Sequence[str] | None):
+    """List the counties' sources for files of earlier periods new since the last listing, fetch
+    and read them (``tasks.corrections``)."""
+    from tasks import corrections
+
+    scan = corrections.scan_counties(wh, settings, period, counties)
+    return corrections.fetch_corrections(wh, settings, scan)
+
+
+@task(name="load_corrections", persist_result=False, cache_policy=NO_CACHE)
+def load_corrections(wh, settings: Settings, files, summary: RunSummary):
+    """Load the late corrections period by period, re-judging the later returns that depend on them."""
+    from tasks import corrections
+
+    report = corrections.apply_corrections(wh, settings, files)
+    summary.corrections = report.as_dicts()
+    for county, reason in report.unreachable.items():
+        summary.county(county).unreachable = reason
+    summary.unreachable_sources.update(report.problems)  # alerted with the run's other sources
+    if report.corrections:
+        get_run_logger().info("late corrections: %d files, %d returns re-judged", len(report.corrections), len(report.rejudged))
+    return report
+
+
+@task(name="send_correction_receipts", retries=2, retry_delay_seconds=30, persist_result=False, cache_policy=NO_CACHE)
+def send_correction_receipts(wh, settings: Settings, report) -> dict:
+    """Each county that sent a file for an earlier period gets that period's receipt, saying what
+    the file replaced and which later periods were re-judged."""
+    if not report.corrections:
+        return {"sent": 0}
+    from reports.delivery import send_receipts as deliver
+
+    totals = {"sent": 0, "skipped": 0, "failed": 0}
+    for period, notes in sorted(report.receipt_notes().items()):
+        counties = sorted({c.county_code for c in report.corrections if c.period == period})
+        result = deliver(period, wh, settings, county_codes=counties, notes=notes).summary()
+        for key, value in result.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals

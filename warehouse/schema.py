@@ -47,6 +47,7 @@ submission = sa.Table(
     sa.Column("loaded_at", sa.DateTime(timezone=True)),
     sa.Column("load_id", sa.String(32)),
     sa.Column("file_mtime", sa.DateTime(timezone=True)),  # the time the file claims (migration 0006)
+    sa.Column("refusal_code", sa.String(40)),  # a refused file's rule code (migration 0011)
     # a workbook carrying both returns: the kinds it carried, "funding,progress" (migration 0014)
     sa.Column("file_kinds", sa.String(40)),
     sa.Index("ix_submission_kind_county_period", "kind", "county_code", "period"),
@@ -247,6 +248,27 @@ mart_dirty = sa.Table(
     sa.Column("mark_id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("period", PERIOD),
     sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Per county, when the nightly run last listed its source for late corrections (tasks.corrections):
+# a file of an earlier period changed since then is read; older ones are not read again.
+correction_scan = sa.Table(
+    "correction_scan",
+    metadata,
+    sa.Column("county_code", CODE6, primary_key=True),
+    sa.Column("scanned_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Per (kind, county), a late correction whose later returns are still to be re-judged: written
+# once the correction is loaded, removed when the run has re-judged them (tasks.corrections), so a
+# run that stops in between leaves them to the next night.
+correction_pending = sa.Table(
+    "correction_pending",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("county_code", CODE6, primary_key=True),
+    sa.Column("from_period", PERIOD, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # One row per committed load: the commit marker the crash recovery reads.
