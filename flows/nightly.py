@@ -35,6 +35,7 @@ def nightly_ingest(period: Period | None = None, counties: CountyCodes | None = 
     steps.refresh_marts(wh, period)
     steps.send_receipts(wh, settings, period, summary)
     steps.alert_unreachable(settings, summary)
+    steps.alert_set_aside(settings, summary)
     return steps.publish_summary(summary)
 
 
