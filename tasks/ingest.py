@@ -530,11 +530,9 @@ def gather_period(
     archive_faults = [fault for c in chunks for fault in getattr(c, "archive_faults", [])]
     if archived:
         seen = {(f.county_code, f.sha256) for f in fresh}
-        fresh += [
-            f
-            for f in _reread_archived(settings, archived, period, archive_faults)
-            if (f.county_code, f.sha256) not in seen
-        ]
+        # only what this run did not fetch again: those bytes need no read from the archive
+        todo = [row for row in archived if (str(row["county_code"]), str(row["sha256"])) not in seen]
+        fresh += _reread_archived(settings, todo, period, archive_faults)
     set_aside_errors = _set_aside_errors(fresh)
     # County by county, each county's files in received order (the first of two identical files
     # is the one kept, a later file supersedes an earlier one). Grouped by county, the facts reach

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the tests take the ``smtp`` fixture imported from test_alerts
 """Nothing fails silently, per county: a county whose archive object is corrupt is set aside
 alone (ARCHIVE_CORRUPT, its own outcome) while every other county loads, one alert per run lists
 every set-aside file, and a failure that belongs to one county names it in a province-wide run.
@@ -46,7 +47,7 @@ def test_a_corrupt_archive_object_sets_aside_its_county_alone(
     warehouse_url: str,
     gaibao_home: Path,
     smtp: SmtpInbox,
-    prefect_harness: None,  # noqa: F811
+    prefect_harness: None,
 ) -> None:
     """The archive already holds, under the hash of 340303's file, other bytes (a truncated
     copy). The province-wide nightly run loads 340302 and 340321, records 340303's file as
@@ -124,7 +125,7 @@ def test_a_corrupt_archive_object_sets_aside_its_county_alone(
 def test_a_corrupt_object_of_a_file_loaded_before_is_alerted_and_changes_nothing(
     gaibao_home: Path,
     smtp: SmtpInbox,
-    prefect_harness: None,  # noqa: F811
+    prefect_harness: None,
 ) -> None:
     """A file already loaded, whose archived copy has gone bad since (a folder under its name):
     the rerun keeps the accepted return, loads nothing new, and still tells the engineers."""
@@ -200,7 +201,7 @@ def test_the_set_aside_alert_is_built_from_the_recorded_outcomes_of_any_code(gai
 def test_a_failure_of_one_countys_load_names_the_county_in_a_province_wide_run(
     gaibao_home: Path,
     smtp: SmtpInbox,
-    prefect_harness: None,  # noqa: F811
+    prefect_harness: None,
 ) -> None:
     """Something else holds the name of 340321's lake partition folder (a plain file): the load
     of the province's batch fails (all or nothing) and the failure notice names 340321, not
@@ -223,3 +224,40 @@ def test_a_failure_of_one_countys_load_names_the_county_in_a_province_wide_run(
     assert f"county: {county};" in body and "load_returns" in msg["Subject"]
     with Warehouse.from_settings(get_settings()) as wh:
         assert int(wh.query("SELECT COUNT(*) AS n FROM submission")["n"].iloc[0]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("prefect")
+def test_backfill_force_passes_over_an_archived_object_it_cannot_read(
+    gaibao_home: Path, smtp: SmtpInbox, prefect_harness: None
+) -> None:
+    """``backfill --force`` re-judges the archive; 340302's object now holds other bytes of the
+    same size and its inbox copy is gone. The backfill completes, re-judges the other counties,
+    keeps 340302's accepted return as it was and lists it in the set-aside alert."""
+    from flows.backfill import backfill
+    from flows.nightly import nightly_ingest
+
+    files = _inbox_files(gaibao_home)
+    nightly_ingest(period=P)
+    county = "340302"
+    content = files[county].read_bytes()
+    sha = hashlib.sha256(content).hexdigest()
+    obj = gaibao_home / "archive" / sha[:2] / sha
+    obj.write_bytes(bytes(len(content)))  # same size, other bytes: only the hash tells
+    files[county].unlink()
+    smtp.messages.clear()
+
+    summary = backfill(start=P, end=P, force=True)
+
+    assert summary["set_aside"] == [county]
+    assert summary["totals"]["accepted"] == len(COUNTIES) - 1
+    with Warehouse.from_settings(get_settings()) as wh:
+        subs = wh.query("SELECT county_code, status FROM submission ORDER BY county_code")
+        rows = wh.query("SELECT COUNT(*) AS n FROM fact_progress WHERE county_code = :c", {"c": county})
+    assert subs.to_dict("records") == [{"county_code": c, "status": "accepted"} for c in COUNTIES]
+    assert int(rows["n"].iloc[0]) == 3
+    (rcpt, msg, body), *more = _alerts(smtp, "set-aside-files")
+    assert not more and sorted(rcpt) == ENGINEERS
+    assert msg["Subject"] == f"【gaibao】文件被搁置：backfill {P}，1 个县区（ARCHIVE_CORRUPT）"
+    assert f"县区：{county}　报告期：{P}" in body and f"sha256：{sha}" in body and "hash to" in body
+    assert not _failure_notices(smtp)
