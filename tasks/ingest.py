@@ -373,7 +373,7 @@ def plan_run(
         )
     else:
         current = subs[
-            (subs["rules_version"] == version) & ~subs["submission_id"].isin(_retried(warehouse, period))
+            (subs["rules_version"] == version) & ~subs["submission_id"].isin(_retried(warehouse, subs))
         ]
         known = frozenset(zip(current["county_code"], current["sha256"], strict=True))
         archived = []
@@ -381,19 +381,27 @@ def plan_run(
     return RunPlan(period, chosen, chunks, known, archived, version, _first_seen(subs))
 
 
-def _retried(warehouse, period: str) -> set[str]:
-    """The period's submissions set aside for a fault the next run retries (``RETRIED_CODES``:
-    an archive object that could not be kept): their bytes count as new until they load."""
-    from gaibao.contract import RETRIED_CODES
+def _retried(warehouse, subs: pd.DataFrame) -> set[str]:
+    """Of ``subs`` (a period's submissions), the refused ones set aside for a fault the next run
+    retries (``RETRIED_CODES``: an archive object that could not be kept): their bytes count as
+    new until they load. One indexed look-up of the refused ids (none when nothing was refused)."""
+    import sqlalchemy as sa
 
+    from gaibao.contract import RETRIED_CODES
+    from warehouse.schema import dq_issue
+
+    refused = sorted(set(subs.loc[subs["status"] == "refused", "submission_id"].astype(str)))
     found: set[str] = set()
-    for code in sorted(RETRIED_CODES):
-        found |= set(
-            warehouse.query(
-                "SELECT submission_id FROM dq_issue WHERE period = :period AND rule = :rule AND row_number IS NULL",
-                {"period": period, "rule": code},
-            )["submission_id"].astype(str)
-        )
+    if not refused:
+        return found
+    with warehouse.engine.connect() as conn:
+        for i in range(0, len(refused), 500):
+            query = sa.select(dq_issue.c.submission_id).where(
+                dq_issue.c.submission_id.in_(refused[i : i + 500]),
+                dq_issue.c.rule.in_(sorted(RETRIED_CODES)),
+                dq_issue.c.row_number.is_(None),
+            )
+            found |= {str(sid) for sid in conn.execute(query).scalars()}
     return found
 
 
