@@ -37,4 +37,5 @@ def backfill(
     ingest_periods(wh, settings, periods, counties, force, summary)
     steps.refresh_marts(wh, periods[0])
     steps.alert_unreachable(settings, summary)
+    steps.alert_set_aside(settings, summary)
     return steps.publish_summary(summary)

@@ -40,6 +40,7 @@ def nightly_ingest(period: Period | None = None, counties: CountyCodes | None = 
     steps.send_receipts(wh, settings, period, summary)
     steps.send_correction_receipts(wh, settings, quote(corrections))
     steps.alert_unreachable(settings, summary)
+    steps.alert_set_aside(settings, summary)
     return steps.publish_summary(summary)
 
 

@@ -64,6 +64,8 @@ def _echo_summary(summary: dict) -> None:
         )
     for county in summary.get("unreachable", []):
         typer.echo(f"  unreachable source: {county}", err=True)
+    for county in summary.get("set_aside", []):
+        typer.echo(f"  file set aside (archive, reader or judge fault): {county}", err=True)
 
 
 # Exit codes (README "The command line"): 0 done, 1 failed run or check errors, 2 a source stayed

@@ -229,4 +229,14 @@ REFUSAL_CODES = {
     "DUPLICATE_SHEET": "同一报表有多张工作表",  # two sheets named for one kind both hold a header
     "TOO_LARGE": "文件超过读取上限",  # a bound of tasks.readguard (GAIBAO_READ_MAX_*)
     "SOURCE_UNREACHABLE": "数据源无法访问",
+    # gaibao's own archive could not keep the file (warehouse.archive.ArchiveCorrupt, an I/O
+    # error): not the county's fault, retried by the next run once the object is dealt with
+    "ARCHIVE_CORRUPT": "原始文件存档失败",
 }
+
+# Files set aside for a fault on gaibao's side (the archive, a reader or the judge crashing),
+# not refused for their content: each is its county's own outcome, and one message per run
+# lists them all to the data engineers (tasks.alerts.send_set_aside_alert).
+SET_ASIDE_CODES = frozenset({"ARCHIVE_CORRUPT", "READ_FAILED", "READ_TIMEOUT", "READ_MEMORY", "JUDGE_FAILED"})
+# Of those, the ones the next run tries again with the same bytes (the fault is not the file's).
+RETRIED_CODES = frozenset({"ARCHIVE_CORRUPT"})

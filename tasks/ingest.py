@@ -86,6 +86,9 @@ class RunSummary:
     # (county_code, period) -> what the data engineers are told: source, last error, attempts
     unreachable_sources: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
     corrections: list[dict[str, object]] = field(default_factory=list)  # nightly: files of earlier periods
+    # files set aside for a fault on gaibao's side (gaibao.contract.SET_ASIDE_CODES): county_code,
+    # period, file_name, sha256, code, error, submission_id (None: judged before, no new outcome)
+    set_aside: list[dict[str, object]] = field(default_factory=list)
 
     def county(self, code: str) -> CountyOutcome:
         if code not in self.counties:
@@ -122,6 +125,7 @@ class RunSummary:
             "periods": self.periods,
             "totals": self.totals(),
             "unreachable": self.unreachable,
+            "set_aside": sorted({str(item["county_code"]) for item in self.set_aside}),
             "by_period": self.by_period,
             "corrections": self.corrections,
             "counties": self.table(),
@@ -187,6 +191,8 @@ class ChunkResult:
     seen: list[str]  # counties asked for
     # county_code -> {"source", "error" (the last attempt's, English), "attempts"}: for the alert
     unreachable_detail: dict[str, dict[str, object]] = field(default_factory=dict)
+    # files judged before whose archived object is now unusable (no new outcome; alerted)
+    archive_faults: list[dict[str, str]] = field(default_factory=list)
 
 
 def fetch_and_read(
@@ -214,7 +220,8 @@ def fetch_and_read(
     unreachable: dict[str, str] = {}
     fresh: list[Fetched] = []
     received = [rec for outcome in outcomes for rec in outcome.received]
-    shas = archive.put_many([rec.content for rec in received])
+    # A county whose object cannot be archived is set aside alone (ARCHIVE_CORRUPT); the others load.
+    shas, archive_errors = archive.put_each([rec.content for rec in received])
     detail: dict[str, dict[str, object]] = {}
     for outcome in outcomes:
         if outcome.error is not None:
@@ -225,18 +232,72 @@ def fetch_and_read(
                 "attempts": outcome.attempts,
             }
     contents: list[bytes] = []
-    for rec, sha in zip(received, shas, strict=True):
+    set_aside: dict[int, Exception] = {}  # index in ``fresh`` -> the archive's error
+    archive_faults: list[dict[str, str]] = []
+    for i, (rec, sha) in enumerate(zip(received, shas, strict=True)):
         earlier = first_seen.get((rec.county_code, sha))
         if (rec.county_code, sha) in known:
             fetched.append(Fetched.of(rec, sha, duplicate_of=sha, first_seen=earlier))
+            if i in archive_errors:  # judged before; its archived copy is what went bad
+                archive_faults.append(
+                    _archive_fault(rec.county_code, period, rec.file_name, sha, archive_errors[i])
+                )
             continue
         item = Fetched.of(rec, sha, first_seen=earlier)
+        if i in archive_errors:
+            set_aside[len(fresh)] = archive_errors[i]
         fetched.append(item)
         fresh.append(item)
         contents.append(rec.content)
     del received, outcomes  # the bytes are archived: let them go before reading
     _parse(fresh, contents, settings)
-    return ChunkResult(fetched=fetched, unreachable=unreachable, seen=list(counties), unreachable_detail=detail)
+    for index, error in set_aside.items():
+        _set_aside_archive_corrupt(fresh[index], error)
+    return ChunkResult(
+        fetched=fetched,
+        unreachable=unreachable,
+        seen=list(counties),
+        unreachable_detail=detail,
+        archive_faults=archive_faults,
+    )
+
+
+ARCHIVE_CORRUPT_ZH = (
+    "本次收到的文件已收到，但系统存档时出错（存档中的原始文件损坏或无法读写），暂未处理。"
+    "这不是报表本身的问题，无需重新报送：数据工程师已收到通知，修复后系统会自动处理这份文件。"
+)
+
+
+def _set_aside_archive_corrupt(item: Fetched, error: Exception) -> None:
+    """Refuse ``item`` as ARCHIVE_CORRUPT (its bytes were read only to know its kind): a file
+    gaibao could not keep in its archive is never loaded. The English error is kept for the
+    data engineers' alert (``Refusal.detail``), never shown to the county."""
+    from gaibao.contract import Refusal
+    from tasks.read import ParsedReturn
+
+    parsed = item.parsed
+    kind = getattr(parsed, "kind", None) or item.kind
+    item.parsed = ParsedReturn(
+        kind=kind,
+        refusal=Refusal("ARCHIVE_CORRUPT", ARCHIVE_CORRUPT_ZH, {"error": f"{type(error).__name__}: {error}"}),
+        file_format=getattr(parsed, "file_format", None),
+    )
+    log.error(
+        "county %s: %s set aside, its archive object is unusable: %s", item.county_code, item.file_name, error
+    )
+
+
+def _archive_fault(
+    county_code: str, period: str, file_name: str, sha: str, error: Exception
+) -> dict[str, str]:
+    return {
+        "county_code": county_code,
+        "period": period,
+        "file_name": file_name,
+        "sha256": sha,
+        "code": "ARCHIVE_CORRUPT",
+        "error": f"{type(error).__name__}: {error}",
+    }
 
 
 def _describe_source(county_code: str, settings: Settings, config) -> str:
@@ -304,9 +365,13 @@ def plan_run(
             .to_dict("records")
         )
     else:
-        # a file refused for its period being before the correction window was not judged:
-        # a backfill of that period judges it
-        current = subs[(subs["rules_version"] == version) & (subs["refusal_code"].fillna("") != "OUTSIDE_WINDOW")]
+        # a file refused for its period being before the correction window was not judged (a
+        # backfill of that period judges it); one set aside for an archive fault is retried
+        current = subs[
+            (subs["rules_version"] == version)
+            & (subs["refusal_code"].fillna("") != "OUTSIDE_WINDOW")
+            & ~subs["submission_id"].isin(_retried(warehouse, subs))
+        ]
         known = _judged(current)
         archived = []
     chunks = chunked(chosen, max_chunks=FETCH_CHUNKS, min_size=FETCH_CHUNK_MIN_COUNTIES)
@@ -327,6 +392,8 @@ def _judged(current: pd.DataFrame) -> frozenset[tuple[str, str]]:
         if not set(str(group["file_kinds"].iloc[0]).split(",")) <= set(group["kind"])
     }
     return pairs - incomplete
+
+
 def choose_counties(warehouse, settings: Settings, counties: Sequence[str] | None) -> list[str]:
     """The counties a run asks for: those given (checked), or every county with a plan row, a
     submission, an entry in the sources file or a folder where unlisted counties' files are
@@ -342,6 +409,30 @@ def choose_counties(warehouse, settings: Settings, counties: Sequence[str] | Non
         "SELECT county_code FROM ref_plan UNION SELECT county_code FROM submission"
     )["county_code"].tolist()
     return merge_counties(known_counties, list_source_counties(settings, config), config.keys())
+
+
+def _retried(warehouse, subs: pd.DataFrame) -> set[str]:
+    """Of ``subs`` (a period's submissions), the refused ones set aside for a fault the next run
+    retries (``RETRIED_CODES``: an archive object that could not be kept): their bytes count as
+    new until they load. One indexed look-up of the refused ids (none when nothing was refused)."""
+    import sqlalchemy as sa
+
+    from gaibao.contract import RETRIED_CODES
+    from warehouse.schema import dq_issue
+
+    refused = sorted(set(subs.loc[subs["status"] == "refused", "submission_id"].astype(str)))
+    found: set[str] = set()
+    if not refused:
+        return found
+    with warehouse.engine.connect() as conn:
+        for i in range(0, len(refused), 500):
+            query = sa.select(dq_issue.c.submission_id).where(
+                dq_issue.c.submission_id.in_(refused[i : i + 500]),
+                dq_issue.c.rule.in_(sorted(RETRIED_CODES)),
+                dq_issue.c.row_number.is_(None),
+            )
+            found |= {str(sid) for sid in conn.execute(query).scalars()}
+    return found
 
 
 def _first_seen(subs: pd.DataFrame) -> dict[tuple[str, str], datetime]:
@@ -396,6 +487,8 @@ class Judged:
     duplicates: list[Fetched]
     unreachable: dict[str, str]
     unreachable_detail: dict[str, dict[str, object]] = field(default_factory=dict)
+    set_aside_errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    archive_faults: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -407,18 +500,39 @@ class Gathered:
     duplicates: list[Fetched]
     unreachable: dict[str, str]
     unreachable_detail: dict[str, dict[str, object]] = field(default_factory=dict)
+    # (county_code, sha256) -> the error behind a set-aside file's refusal (English, engineers only)
+    set_aside_errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    archive_faults: list[dict[str, str]] = field(default_factory=list)
 
 
-def _reread_archived(settings: Settings, archived: list[dict[str, object]], period: str) -> list[Fetched]:
-    """Rebuild received payloads from the archive (backfill --force re-judges them with today's rules)."""
+def _reread_archived(
+    settings: Settings,
+    archived: list[dict[str, object]],
+    period: str,
+    faults: list[dict[str, str]] | None = None,
+) -> list[Fetched]:
+    """Rebuild received payloads from the archive (backfill --force re-judges them with today's rules).
+    A submission whose object is corrupt or unreadable is left as recorded and added to ``faults``."""
     from tasks.sources import Received
-    from warehouse.archive import Archive
+    from warehouse.archive import Archive, ArchiveCorrupt
 
     archive = Archive.from_settings(settings)
     out: list[Fetched] = []
     contents: list[bytes] = []
     for row in archived:
-        content = archive.get(str(row["sha256"]))
+        try:
+            content = archive.get(str(row["sha256"]))
+        except (ArchiveCorrupt, OSError) as exc:
+            log.error(
+                "county %s: archived %s cannot be re-judged: %s", row["county_code"], row["sha256"], exc
+            )
+            if faults is not None:
+                faults.append(
+                    _archive_fault(
+                        str(row["county_code"]), period, str(row["file_name"]), str(row["sha256"]), exc
+                    )
+                )
+            continue
         received_at = pd.Timestamp(row["received_at"])
         if received_at.tzinfo is None:
             received_at = received_at.tz_localize("UTC")
@@ -451,11 +565,13 @@ def gather_period(
     unreachable_detail = {k: v for c in chunks for k, v in getattr(c, "unreachable_detail", {}).items()}
     duplicates = [f for f in fetched if f.parsed is None]
     fresh = [f for f in fetched if f.parsed is not None]
+    archive_faults = [fault for c in chunks for fault in getattr(c, "archive_faults", [])]
     if archived:
         seen = {(f.county_code, f.sha256) for f in fresh}
-        fresh += [
-            f for f in _reread_archived(settings, archived, period) if (f.county_code, f.sha256) not in seen
-        ]
+        # only what this run did not fetch again: those bytes need no read from the archive
+        todo = [row for row in archived if (str(row["county_code"]), str(row["sha256"])) not in seen]
+        fresh += _reread_archived(settings, todo, period, archive_faults)
+    set_aside_errors = _set_aside_errors(fresh)
     # County by county, each county's files in received order (the first of two identical files
     # is the one kept, a later file supersedes an earlier one). Grouped by county, the facts reach
     # the database in the order of its (county_code, period, project_id) index: measured on a
@@ -483,7 +599,22 @@ def gather_period(
                     file_kinds=file_kinds,
                 )
             )
-    return Gathered(period, by_kind, duplicates, unreachable, unreachable_detail)
+    return Gathered(
+        period, by_kind, duplicates, unreachable, unreachable_detail, set_aside_errors, archive_faults
+    )
+
+
+def _set_aside_errors(fresh: list[Fetched]) -> dict[tuple[str, str], str]:
+    """(county_code, sha256) -> the error of each file whose read set it aside (its refusal's
+    ``detail["error"]``, else its message): the alert's "error" for that file."""
+    from gaibao.contract import SET_ASIDE_CODES
+
+    out: dict[tuple[str, str], str] = {}
+    for f in fresh:
+        refusal = getattr(f.parsed, "refusal", None)
+        if refusal is not None and refusal.code in SET_ASIDE_CODES:
+            out[(f.county_code, f.sha256)] = str((refusal.detail or {}).get("error") or refusal.message_zh)
+    return out
 
 
 def prevalidate_periods(gathered: list[Gathered]) -> dict[str, pd.DataFrame]:
@@ -524,7 +655,13 @@ def judge_period(
         judgements[kind] = _warn_dropped_by_resubmission(warehouse, kind, gathered.period, judgements[kind])
         apply_online_explanations(warehouse.engine, judgements[kind])  # the portal's 说明, as a 备注
     return Judged(
-        gathered.period, judgements, gathered.duplicates, gathered.unreachable, gathered.unreachable_detail
+        gathered.period,
+        judgements,
+        gathered.duplicates,
+        gathered.unreachable,
+        gathered.unreachable_detail,
+        gathered.set_aside_errors,
+        gathered.archive_faults,
     )
 
 
@@ -653,3 +790,33 @@ def summarise_period(summary: RunSummary, plan: RunPlan, judged: Judged) -> None
             period_counts["rows_accepted"] += int(row.rows_accepted or 0)
             period_counts["rows_rejected"] += int(row.rows_rejected or 0)
     summary.by_period[plan.period] = period_counts
+    summary.set_aside += set_aside_outcomes(judged)
+
+
+def set_aside_outcomes(judged: Judged) -> list[dict[str, object]]:
+    """The period's files set aside for a fault on gaibao's side, from the outcomes recorded for
+    them (``refusal_code`` in ``gaibao.contract.SET_ASIDE_CODES``, whatever raised it), plus
+    files judged before whose archived object went bad (no new outcome)."""
+    from gaibao.contract import SET_ASIDE_CODES
+
+    out: list[dict[str, object]] = []
+    errors = getattr(judged, "set_aside_errors", {}) or {}
+    for judgement in judged.by_kind.values():
+        subs = judgement.submissions
+        if subs.empty or "refusal_code" not in subs.columns:
+            continue
+        for row in subs[subs["refusal_code"].isin(SET_ASIDE_CODES)].itertuples(index=False):
+            out.append(
+                {
+                    "county_code": str(row.county_code),
+                    "period": str(row.period),
+                    "file_name": str(row.file_name),
+                    "sha256": str(row.sha256),
+                    "code": str(row.refusal_code),
+                    "error": errors.get((str(row.county_code), str(row.sha256))) or str(row.reason or ""),
+                    "submission_id": str(row.submission_id),
+                }
+            )
+    for fault in getattr(judged, "archive_faults", []) or []:
+        out.append({**fault, "submission_id": None})
+    return out

@@ -106,13 +106,30 @@ def failing_step_from_traceback(exc: BaseException | None, steps_file: str | Non
     return None
 
 
+# A lake partition in a path (``progress/period=2018-12/county=341202/…``): lake paths are built
+# from checked codes only (warehouse.lake), never from county text.
+_PARTITION_COUNTY = re.compile(r"(?:^|/)county=(\d{6})(?:/|$)")
+
+
 def county_from_exception(exc: BaseException | None) -> str | None:
-    """A county code carried by the error (``county_code`` / ``county`` attribute), if any."""
-    for link in exception_chain(exc):
+    """A county code carried by the error (``county_code`` / ``county`` attribute), else by the
+    lake partition of a file the error names (an ``OSError``'s ``filename`` / ``filename2``), if
+    only one county's."""
+    chain = exception_chain(exc)
+    for link in chain:
         for attr in ("county_code", "county"):
             value = getattr(link, attr, None)
             if isinstance(value, str) and re.fullmatch(r"\d{6}", value):
                 return value
+    for link in chain:
+        if isinstance(link, OSError):
+            found = {
+                m.group(1)
+                for name in (link.filename, link.filename2)
+                if isinstance(name, str | Path) and (m := _PARTITION_COUNTY.search(str(name)))
+            }
+            if len(found) == 1:
+                return found.pop()
     return None
 
 

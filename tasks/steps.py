@@ -91,6 +91,17 @@ def alert_unreachable(settings: Settings, summary: RunSummary) -> str | None:
     return send_unreachable_alert(summary.flow, summary.periods, summary.unreachable_sources, settings)
 
 
+@task(name="alert_set_aside", persist_result=False, cache_policy=NO_CACHE)
+def alert_set_aside(settings: Settings, summary: RunSummary) -> str | None:
+    """One message to the data engineers listing every county whose file was set aside
+    (archive corrupt, a reader or the judge crashing), from the outcomes recorded for them."""
+    if not summary.set_aside:
+        return None
+    from tasks.alerts import send_set_aside_alert
+
+    return send_set_aside_alert(summary.flow, summary.periods, summary.set_aside, settings)
+
+
 @task(name="publish_summary", persist_result=False, cache_policy=NO_CACHE)
 def publish_summary(summary: RunSummary) -> dict:
     """Publish the per-county table artifact and return the summary as a dict."""

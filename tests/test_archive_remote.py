@@ -277,6 +277,25 @@ def test_put_many_stores_a_batch_once_and_verifies_what_is_there(backend: Backen
         backend.archive.put_many([CONTENTS[0], forged])
 
 
+def test_put_each_spoils_only_the_object_that_cannot_be_stored(backend: Backend) -> None:
+    """A fetch chunk with one corrupt object among new and present ones: every other object is
+    stored, the corrupt one is reported by its index and left as it is."""
+    backend.archive.put(CONTENTS[0])
+    forged = "篡改过的内容".encode()
+    planted = b"x" * len(forged) if backend.rehashes else b"short"
+    backend.plant(rel(sha(forged)), planted)
+    batch = [CONTENTS[1], forged, CONTENTS[0], CONTENTS[2]]
+    shas, failed = backend.archive.put_each(batch)
+    assert shas == [sha(c) for c in batch]
+    assert list(failed) == [1] and isinstance(failed[1], ArchiveCorrupt) and failed[1].sha == sha(forged)
+    for content in (CONTENTS[0], CONTENTS[1], CONTENTS[2]):
+        assert backend.archive.get(sha(content)) == content
+    assert backend.files() == sorted(rel(sha(c)) for c in (*CONTENTS[:3], forged))
+    with pytest.raises(ArchiveCorrupt):  # never repaired by overwriting
+        backend.archive.get(sha(forged))
+    assert backend.archive.put_each(CONTENTS[:3]) == ([sha(c) for c in CONTENTS[:3]], {})
+
+
 def test_put_many_makes_the_bytes_durable_before_any_name_shows_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

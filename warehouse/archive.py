@@ -547,6 +547,29 @@ class Archive:
                     self._verify_existing(sha, store.size(store.path(sha)), len(new[sha]))
         return shas
 
+    def put_each(self, contents: list[bytes]) -> tuple[list[str], dict[int, Exception]]:
+        """``put_many``, but an object that cannot be stored spoils only itself: the sha256 of
+        every content (same order) and ``{index: error}`` for each one whose object is corrupt
+        (``ArchiveCorrupt``) or could not be read or written (``OSError``). The batch is tried
+        first; only when it fails are the objects put one by one (``put`` is idempotent: objects
+        the batch already placed are verified, not rewritten)."""
+        try:
+            return self.put_many(contents), {}
+        except (ArchiveCorrupt, OSError) as exc:
+            log.warning(
+                "archiving the batch failed (%s); archiving its %d objects one by one", exc, len(contents)
+            )
+        shas: list[str] = []
+        failed: dict[int, Exception] = {}
+        for i, content in enumerate(contents):
+            try:
+                shas.append(self.put(content))
+            except (ArchiveCorrupt, OSError) as exc:
+                log.error("archive object %s could not be stored: %s", sha256_hex(content), exc)
+                shas.append(sha256_hex(content))
+                failed[i] = exc
+        return shas, failed
+
     def _verify_existing(self, sha: str, size: int | None, expected_size: int) -> None:
         if size is not None and size != expected_size:
             raise ArchiveCorrupt(sha, self._where(sha), f"{size} bytes there, {expected_size} expected")
