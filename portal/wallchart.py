@@ -137,7 +137,7 @@ def data_version(engine: sa.Engine, period: str) -> tuple:
 class PackInfo:
     """The month's pack as last built: when, and which of its files are there to download."""
 
-    built_at: Any
+    built_at: str  # "YYYY-MM-DD HH:MM" (UTC)
     files: dict[str, str]  # key -> file name (reports.pack.pack_file_names), existing files only
     stale: bool  # a return was loaded after the pack was built
 
@@ -189,7 +189,8 @@ def pack_info(engine: sa.Engine, settings: Any, period: str) -> PackInfo | None:
     names = pack_file_names(period)
     files = {k: n for k, n in names.items() if k != "manifest" and (folder / n).is_file()}
     stale = bool(loaded is not None and built_at is not None and _utc(loaded) > _utc(built_at))
-    return PackInfo(built_at, files, stale)
+    label = _utc(built_at).strftime("%Y-%m-%d %H:%M") if built_at is not None else ""
+    return PackInfo(label, files, stale)
 
 
 def _utc(value: Any) -> pd.Timestamp:
