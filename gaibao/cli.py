@@ -329,6 +329,18 @@ def _register_trace_commands() -> None:
 _register_trace_commands()
 
 
+def _register_portal_commands() -> None:
+    """``gaibao serve``, ``gaibao users`` and ``gaibao template`` live with the portal (portal/cli.py)."""
+    from portal.cli import serve, template, users_app
+
+    app.command("serve")(serve)
+    app.command("template")(template)
+    app.add_typer(users_app, name="users")
+
+
+_register_portal_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

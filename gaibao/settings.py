@@ -125,6 +125,21 @@ class Settings(BaseSettings):
     task_runner: Literal["default", "dask"] = "default"
     dask_address: str | None = None
 
+    # the web portal (portal/, ``gaibao serve``)
+    portal_secret_key: SecretStr | None = Field(
+        default=None,
+        description="signs the portal's session cookies: a secret; unset, the embedded portal keeps a "
+        "random key in $GAIBAO_HOME/portal/session.key",
+    )
+    portal_https_only: bool = Field(default=False, description="session cookie only over HTTPS (behind a proxy)")
+    portal_upload_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest upload accepted")
+    portal_unzip_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024, description="largest XLSX upload once unzipped"
+    )
+    portal_ingest_deployment: str | None = Field(
+        default=None, description="Prefect deployment ('flow/deployment') run at once for a submitted return"
+    )
+
     @field_validator("archive_url", "lake_url")
     @classmethod
     def _check_location_url(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -188,6 +203,10 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.home / "outbox"
+
+    @property
+    def portal_dir(self) -> Path:
+        return self.home / "portal"
 
 
 def parse_storage_options(

@@ -136,3 +136,12 @@ def workbook_bytes(
     buf = io.BytesIO()
     write_workbook(buf, sections, images, title_zh)
     return buf.getvalue()
+
+
+INERT_TEXT_OPTIONS = {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False}
+
+
+def inert_workbook(target: io.BytesIO) -> xlsxwriter.Workbook:
+    """An in-memory workbook where text stays text (``=HYPERLINK(...)`` from a county is never a
+    formula), for writers other than :func:`write_workbook` (the portal's return template)."""
+    return xlsxwriter.Workbook(target, {**INERT_TEXT_OPTIONS, "in_memory": True})

@@ -470,6 +470,7 @@ def judge_period(
     warehouse, settings: Settings, gathered: Gathered, suite_findings: dict[str, pd.DataFrame] | None = None
 ) -> Judged:
     """Judge one period's candidates: one batch per return kind, against the warehouse as it is now."""
+    from tasks.explained import apply_to_judgement as apply_online_explanations
     from tasks.judge import judge_in_shards
 
     known_counties = set(warehouse.query("SELECT county_code FROM ref_division")["county_code"])
@@ -489,6 +490,7 @@ def judge_period(
             release_rows=True,  # each candidate is judged once: its rows need not stay twice in memory
         )
         judgements[kind] = _warn_dropped_by_resubmission(warehouse, kind, gathered.period, judgements[kind])
+        apply_online_explanations(warehouse.engine, judgements[kind])  # the portal's 说明, as a 备注
     return Judged(
         gathered.period, judgements, gathered.duplicates, gathered.unreachable, gathered.unreachable_detail
     )
