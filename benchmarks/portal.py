@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--prepare-only", action="store_true")
-    parser.add_argument("--ingest-only", action="store_true", help="build the warehouse and pack, no accounts")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="build the warehouse and pack, no accounts"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not (args.home / "portal-ready").is_file():

@@ -521,6 +521,17 @@ class SubmissionState:
     rows_rejected: int | None
 
 
+def _aware(value: object) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back text or naive datetimes)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value  # type: ignore[return-value]
+
+
 def submission_states(engine: sa.Engine, county: str) -> list[SubmissionState]:
     """Every return of the county: the warehouse's submissions, and portal submissions not loaded yet."""
     with engine.connect() as conn:
@@ -548,7 +559,7 @@ def submission_states(engine: sa.Engine, county: str) -> list[SubmissionState]:
                 u["period"],
                 KIND_NAME_ZH.get(u["kind"] or "", ""),
                 u["file_name"],
-                u["submitted_at"],
+                _aware(u["submitted_at"]),
                 "waiting",
                 STATE_ZH["waiting"],
                 None,
@@ -565,7 +576,7 @@ def submission_states(engine: sa.Engine, county: str) -> list[SubmissionState]:
                 r.period,
                 KIND_NAME_ZH.get(r.kind, r.kind),
                 portal_names.get((r.period, r.sha256), r.file_name or ""),
-                r.received_at,
+                _aware(r.received_at),
                 r.status,
                 STATE_ZH.get(r.status, r.status),
                 r.reason,

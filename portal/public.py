@@ -57,7 +57,9 @@ def _clean(text: str | None) -> str:
     return text.strip()[:MAX_QUERY]
 
 
-def public_column(engine: sa.Engine, period: str | None, county: str | None, school: str | None) -> PublicColumn:
+def public_column(
+    engine: sa.Engine, period: str | None, county: str | None, school: str | None
+) -> PublicColumn:
     from reports.pack import DISCLOSURE_COLUMNS
 
     published = published_periods(engine)
@@ -86,7 +88,17 @@ def public_column(engine: sa.Engine, period: str | None, county: str | None, sch
             if not codes:
                 message = f"没有名称含“{county_q}”的县区。"
     base = PublicColumn(
-        period, periods.label_zh(period), published, county_q, school_q, None, headers, Markup(""), 0, False, message
+        period,
+        periods.label_zh(period),
+        published,
+        county_q,
+        school_q,
+        None,
+        headers,
+        Markup(""),
+        0,
+        False,
+        message,
     )
     if codes == []:
         return base

@@ -438,9 +438,7 @@ def county_page(engine: sa.Engine, county_code: str, period: str | None) -> Coun
 
     with engine.connect() as conn:
         div = conn.execute(
-            sa.text(
-                "SELECT county_name, city_code, city_name FROM ref_division WHERE county_code = :c"
-            ),
+            sa.text("SELECT county_name, city_code, city_name FROM ref_division WHERE county_code = :c"),
             {"c": county_code},
         ).first()
         if div is None:
@@ -511,9 +509,7 @@ def county_page(engine: sa.Engine, county_code: str, period: str | None) -> Coun
     for p in ledger["projects"]:
         f = by_id.get(str(p["project_id"]), {})
         planned, done = f.get("planned_area_m2"), f.get("completed_area_m2")
-        closed = (
-            f"{p['closed_period']} {p['closed_by_zh'] or ''}".strip() if p["closed_period"] else "在账"
-        )
+        closed = f"{p['closed_period']} {p['closed_by_zh'] or ''}".strip() if p["closed_period"] else "在账"
         rows.append(
             {
                 "project_id": p["project_id"],

@@ -60,7 +60,7 @@ def _wall(gaibao_home: Path):
     from fastapi.testclient import TestClient
 
     from portal.app import create_app
-    from portal.wall_routes import clear_cache
+    from portal.routes.wall import clear_cache
     from reports.config import load_score_weights, load_thresholds
     from reports.pack import build_pack
 
@@ -112,7 +112,9 @@ def _names(wh) -> dict[str, str]:
 
 
 def _project_ids(wh, county: str) -> set[str]:
-    return set(_frame(wh, "SELECT project_id FROM ledger_project WHERE county_code = :c", c=county)["project_id"])
+    return set(
+        _frame(wh, "SELECT project_id FROM ledger_project WHERE county_code = :c", c=county)["project_id"]
+    )
 
 
 # -- the wall chart ----------------------------------------------------------------------------
@@ -185,7 +187,9 @@ def test_county_page_lists_the_ledger_and_the_history(wall) -> None:
         row = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*>{re.escape(pid)}</td>(?:(?!</tr>).)*</tr>", html, re.S)
         assert row, pid
         assert f">{status}</td>" in row.group(0)
-    history = _frame(wh, "SELECT period, area_completion_rate FROM mart_county_progress WHERE county_code = :c", c=COUNTY_A)
+    history = _frame(
+        wh, "SELECT period, area_completion_rate FROM mart_county_progress WHERE county_code = :c", c=COUNTY_A
+    )
     assert set(history["period"]) == {"2018-11", PERIOD}
     for p, rate in history.itertuples(index=False):
         assert f">{p}</td>" in html and _pct(rate) in html
@@ -226,8 +230,10 @@ def test_public_column_needs_no_login_and_holds_no_personal_data(wall) -> None:
     assert r.status_code == 200
     html = r.text
     facts = _frame(
-        wh, "SELECT project_id, reporter, phone FROM fact_progress WHERE county_code = :c AND period = :p",
-        c=COUNTY_B, p=PERIOD,
+        wh,
+        "SELECT project_id, reporter, phone FROM fact_progress WHERE county_code = :c AND period = :p",
+        c=COUNTY_B,
+        p=PERIOD,
     )
     assert len(facts) == 4 and all(pid in html for pid in facts["project_id"])
     for value in set(facts["reporter"]) | set(facts["phone"]):
@@ -266,13 +272,24 @@ def _add_upload(wh, county: str) -> None:
     from portal.schema import portal_upload
 
     with wh.engine.begin() as conn:
-        if conn.execute(sa.select(portal_upload.c.upload_id).where(portal_upload.c.county_code == county)).first():
+        if conn.execute(
+            sa.select(portal_upload.c.upload_id).where(portal_upload.c.county_code == county)
+        ).first():
             return
         conn.execute(
             portal_upload.insert().values(
-                upload_id="b" * 32, county_code=county, period=PERIOD, kind="progress", file_name="x.csv",
-                file_type="csv", sha256="0" * 64, size_bytes=1, uploaded_by=1,
-                uploaded_at=datetime.now(UTC), errors=0, warnings=0,
+                upload_id="b" * 32,
+                county_code=county,
+                period=PERIOD,
+                kind="progress",
+                file_name="x.csv",
+                file_type="csv",
+                sha256="0" * 64,
+                size_bytes=1,
+                uploaded_by=1,
+                uploaded_at=datetime.now(UTC),
+                errors=0,
+                warnings=0,
             )
         )
 
@@ -282,12 +299,14 @@ def _walk(app, c, values: dict[str, str], token: str):
     yields (method, path, response)."""
     from fastapi.routing import APIRoute
 
-    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    from portal.app import named_routes
+
+    routes = [r for r in named_routes(app) if isinstance(r, APIRoute)]
     for route in sorted(routes, key=lambda r: r.name == "logout"):  # logging out last
         params = re.findall(r"{(\w+)(?::\w+)?}", route.path)
         path = route.path
         for name in params:
-            path = re.sub(r"{%s(?::\w+)?}" % name, values[name], path)
+            path = re.sub(r"{" + name + r"(?::\w+)?}", values[name], path)
         for method in sorted(route.methods - {"HEAD"}):
             query = {"county": values["county"], "city": values["city"], "period": PERIOD}
             if method == "GET":
@@ -326,6 +345,8 @@ def test_every_route_refuses_another_countys_ids_and_no_response_names_it(wall, 
             leaked = [n for n in foreign if n in body] + [p for p in foreign_ids if p in body]
             assert not leaked, (method, path, r.status_code, leaked[:5])
     assert walked >= 15
-    # and the user's own pages do show their own data (the scan above is not vacuous)
+    # and the user's own pages do show their own data (the scan above is not vacuous); the walk
+    # ended with logout
+    login(c, user)
     mine = c.get(f"/county/{COUNTY_A}")
     assert mine.status_code == 200 and names[COUNTY_A] in mine.text
