@@ -15,22 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from portal_helpers import (
-    CITY_A,
-    COUNTY_A,
-    COUNTY_A2,
-    COUNTY_B,
-    build_portal_warehouse,
-    county_rows,
-    csrf_of,
-    ingest_plain,
-    login,
-    write_inbox,
-)
-
-PERIOD = "2018-12"
-CITY_B = "341200"
-HOSTILE_SCHOOL = '<script>alert("x")</script>太和县第9小学'
+from portal_helpers import CITY_A, COUNTY_A, COUNTY_A2, COUNTY_B, csrf_of, login
+from wall_helpers import CITY_B, PERIOD, build_wall_warehouse
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -61,35 +47,8 @@ def _wall(gaibao_home: Path):
 
     from portal.app import create_app
     from portal.routes.wall import clear_cache
-    from reports.config import load_score_weights, load_thresholds
-    from reports.pack import build_pack
 
-    wh, settings, users = build_portal_warehouse(gaibao_home)
-    wh.load_plan(
-        pd.DataFrame(
-            {
-                "county_code": [COUNTY_A, COUNTY_A2, COUNTY_B],
-                "plan_area_m2": [6000.0, 5000.0, 7000.0],
-                "plan_equipment_wan": [500.0, 400.0, 600.0],
-                "plan_cycle": ["2016-2020"] * 3,
-            }
-        )
-    )
-    for county in (COUNTY_A, COUNTY_A2, COUNTY_B):
-        rows = county_rows(county, PERIOD)
-        if county == COUNTY_B:
-            rows[1]["school_name"] = HOSTILE_SCHOOL
-        write_inbox(gaibao_home, county, PERIOD, rows)
-    ingest_plain(wh, settings, PERIOD)
-    wh.rebuild_marts()
-    build_pack(
-        wh,
-        PERIOD,
-        settings.reports_dir / PERIOD,
-        load_thresholds(settings.thresholds),
-        load_score_weights(settings.score_weights),
-        letters=False,
-    )
+    wh, settings, _ = build_wall_warehouse(gaibao_home)
     clear_cache()
     app = create_app(wh, settings)
     yield app, wh, settings, lambda: TestClient(app)
