@@ -78,6 +78,17 @@ def prepare(home: Path, data: Path | None, scale: float, ingest_only: bool = Fal
             city, county = conn.execute(
                 sa.text("SELECT city_code, county_code FROM ref_division ORDER BY county_code LIMIT 1")
             ).one()
+            # the county pages requested: spread over the country (most requests miss the page cache)
+            counties = [
+                r[0]
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT county_code FROM mart_county_progress WHERE period = :p AND has_return = :t"
+                        " ORDER BY county_code"
+                    ),
+                    {"p": PERIOD, "t": True},
+                )
+            ][::7][:300]
         add_user(wh.engine, "bench_prov", "province", display_name="基准省级", password=PASSWORD)
         add_user(wh.engine, "bench_city", "city", city_code=city, display_name="基准市级", password=PASSWORD)
         add_user(
@@ -85,7 +96,9 @@ def prepare(home: Path, data: Path | None, scale: float, ingest_only: bool = Fal
         )
     finally:
         wh.close()
-    (home / "portal-ready").write_text(json.dumps({"city": city, "county": county}), encoding="utf-8")
+    (home / "portal-ready").write_text(
+        json.dumps({"city": city, "county": county, "counties": counties}), encoding="utf-8"
+    )
 
 
 def _free_port() -> int:
@@ -142,6 +155,10 @@ def measure(home: Path, users: int, requests: int, duration: float, workers: int
             "wallchart (city)": ("bench_city", f"/wallchart?period={PERIOD}"),
             "county page": ("bench_prov", f"/county/{ready['county']}?period={PERIOD}"),
         }
+        county_paths = [f"/county/{c}?period={PERIOD}" for c in ready["counties"]] or [
+            pages["county page"][1]
+        ]
+        county_turn = iter(range(10**9))
         clients = [{u: _login(base, u) for u in ("bench_prov", "bench_city")} for _ in range(users)]
         warm = {}
         for name, (user, path) in pages.items():
@@ -167,6 +184,9 @@ def measure(home: Path, users: int, requests: int, duration: float, workers: int
                 name = names[k % len(names)]
                 k += 1
                 user, path = pages[name]
+                if name == "county page":  # a different county each time: mostly not cached yet
+                    with lock:
+                        path = county_paths[next(county_turn) % len(county_paths)]
                 t0 = time.perf_counter()
                 r = clients[i][user].get(path)
                 ms = (time.perf_counter() - t0) * 1000
