@@ -42,6 +42,57 @@ def session_secret(settings: Any) -> str:
     return path.read_text().strip()
 
 
+class BodyLimit:
+    """Refuse a request body past ``max_bytes`` (413) before it is parsed or spooled: by its
+    Content-Length, and by counting the bytes of a body sent without one (chunked)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _too_large(scope, receive, send, self.max_bytes)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(scope, receive, send, self.max_bytes)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Any, receive: Any, send: Any, max_bytes: int) -> None:
+    from starlette.responses import PlainTextResponse
+
+    log.warning(
+        "request body over %d bytes refused: %s %s", max_bytes, scope.get("method"), scope.get("path")
+    )
+    text = f"上传的文件超过 {max_bytes // (1024 * 1024)} MB，不予接收；请删去多余内容后重新上传。"
+    await PlainTextResponse(text, status_code=413)(scope, receive, send)
+
+
+# the largest request body: one upload and the form's few fields around it
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
 def create_app(warehouse: Any = None, settings: Any = None) -> FastAPI:
     """The application over ``warehouse`` (default: the one the settings name)."""
     from gaibao.settings import get_settings
@@ -66,6 +117,7 @@ def create_app(warehouse: Any = None, settings: Any = None) -> FastAPI:
         same_site="strict",
         https_only=settings.portal_https_only,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.portal_upload_max_bytes + FORM_OVERHEAD_BYTES)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _handlers(app)
     _routes(app)

@@ -25,7 +25,9 @@ import logging
 import os
 import secrets
 import string
+import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -105,20 +107,7 @@ def sniff_type(content: bytes, max_unzipped: int) -> str:
     if not content.strip(b"\xef\xbb\xbf \t\r\n"):
         raise UploadRefused("文件是空的，请填写数据后再上传")
     if content.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(io.BytesIO(content)) as zf:
-                infos = zf.infolist()
-                names = {i.filename for i in infos}
-        except zipfile.BadZipFile:
-            raise UploadRefused(
-                "文件看似 XLSX 但已损坏，无法打开；请在 Excel 或 WPS 中重新另存为 .xlsx"
-            ) from None
-        if "xl/workbook.xml" not in names:
-            raise UploadRefused("压缩文件不是 Excel 工作簿（.xlsx）；请上传 CSV、XLSX 或 JSON 文件")
-        if len(infos) > ZIP_MAX_MEMBERS or sum(i.file_size for i in infos) > max_unzipped:
-            raise UploadRefused(
-                f"工作簿解压后超过 {max_unzipped // (1024 * 1024)} MB，不予接收；请删去多余的工作表和图片后重新上传"
-            )
+        _check_workbook(content, max_unzipped)
         return "xlsx"
     if content.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         raise UploadRefused("不接收旧版 Excel（.xls）文件：请在 Excel 或 WPS 中另存为 .xlsx 后上传")
@@ -143,6 +132,35 @@ def sniff_type(content: bytes, max_unzipped: int) -> str:
             raise UploadRefused("文件以 [ 或 { 开头但不是有效的 JSON；请检查后重新导出") from None
         return "json"
     return "csv"
+
+
+def _check_workbook(content: bytes, max_unzipped: int) -> None:
+    """An XLSX: a zip holding ``xl/workbook.xml`` whose members inflate (counted, in steps, by
+    ``tasks.readguard.check_workbook_zip``, the nightly run's own bound) to at most
+    ``max_unzipped`` bytes and whose sheets' used ranges are within the reading bounds."""
+    from dataclasses import replace
+
+    from tasks.readguard import OverLimit, ReadLimits, Unreadable, check_workbook
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise UploadRefused(
+            "文件看似 XLSX 但已损坏，无法打开；请在 Excel 或 WPS 中重新另存为 .xlsx"
+        ) from None
+    if "xl/workbook.xml" not in {i.filename for i in infos}:
+        raise UploadRefused("压缩文件不是 Excel 工作簿（.xlsx）；请上传 CSV、XLSX 或 JSON 文件")
+    if len(infos) > ZIP_MAX_MEMBERS:
+        raise UploadRefused(f"工作簿内含 {len(infos)} 个部件，超过上限 {ZIP_MAX_MEMBERS}，不予接收")
+    base = ReadLimits.from_settings()
+    limits = replace(base, max_unzipped_bytes=min(base.max_unzipped_bytes, max_unzipped))
+    try:
+        check_workbook(content, limits)
+    except OverLimit as exc:
+        raise UploadRefused(f"{exc.message_zh}，不予接收；请删去多余的工作表、图片和空行后重新上传") from None
+    except Unreadable as exc:
+        raise UploadRefused(f"{exc}；请在 Excel 或 WPS 中重新另存为 .xlsx 后上传") from None
 
 
 def _display_name(name: str | None) -> str:
@@ -224,31 +242,17 @@ def synthetic_name(county: str, period: str, file_type: str) -> str:
 def judge_upload(
     warehouse: Any, county: str, period: str, content: bytes, file_type: str, explained_rows: set[int]
 ) -> tuple[Any, Any, str | None]:
-    """(judgement, parsed return, previous period) of one file, as the nightly run would judge it."""
+    """(judgement, parsed return, previous period) of one file, as the nightly run would judge it
+    now (``tasks.check.judge_against_warehouse``), the clerk's online explanations applied."""
+    from tasks.check import judge_against_warehouse
     from tasks.explained import mark_explained
-    from tasks.judge import judge_file
-    from tasks.read import read_return
 
     name = synthetic_name(county, period, file_type)
-    parsed = read_return(content, name)
-    kind = parsed.kind or "progress"
-    previous = warehouse.previous_rows(kind, period, [county])
-    known = warehouse.query("SELECT county_code FROM ref_division")["county_code"].astype(str)
-    judgement = judge_file(
-        content,
-        name,
-        county_code=county,
-        period=period,
-        previous=previous,
-        kind=kind,
-        known_counties=known,
-        engine="pandas",
-    )
+    judgement, parsed, prev_period = judge_against_warehouse(warehouse, content, name, county, period)
     if explained_rows:
         digest = sha256(content).hexdigest()
         sha_of = dict.fromkeys(judgement.submissions["submission_id"], digest)
         judgement.issues = mark_explained(judgement.issues, sha_of, {(digest, r) for r in explained_rows})
-    prev_period = None if previous.empty else str(previous["period"].max())
     return judgement, parsed, prev_period
 
 
@@ -323,31 +327,36 @@ def receive_upload(
     """Store an upload and its check summary; returns its id. Refuses bad input with UploadRefused."""
     period = check_period_text(period)
     if len(content) > settings.portal_upload_max_bytes:
-        raise UploadRefused(f"文件超过 {settings.portal_upload_max_bytes // (1024 * 1024)} MB，不予接收")
+        raise UploadRefused(
+            f"文件大小超过上限：最大 {settings.portal_upload_max_bytes // (1024 * 1024)} MB，"
+            f"本文件 {len(content) / (1024 * 1024):.1f} MB，不予接收"
+        )
     file_type = sniff_type(content, settings.portal_unzip_max_bytes)
     upload_id = secrets.token_hex(16)
     path = _upload_path(settings, upload_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, content)
-    judgement, _, _ = judge_upload(warehouse, county, period, content, file_type, set())
-    sub = judgement.submissions.iloc[0]
-    issues = judgement.issues
+    up = {
+        "upload_id": upload_id,
+        "county_code": county,
+        "period": period,
+        "file_name": _display_name(file_name),
+        "file_type": file_type,
+        "sha256": sha256(content).hexdigest(),
+        "submitted_at": None,
+    }
+    view = _build_view(warehouse, up, content, {})
     with warehouse.engine.begin() as conn:
         conn.execute(
             portal_upload.insert().values(
-                upload_id=upload_id,
-                county_code=county,
-                period=period,
-                kind=sub["kind"],
-                file_name=_display_name(file_name),
-                file_type=file_type,
-                sha256=sha256(content).hexdigest(),
+                **up,
+                kind=view.kind,
                 size_bytes=len(content),
                 uploaded_by=user_id,
                 uploaded_at=_now(),
-                errors=int((issues["severity"] == "error").sum()),
-                warnings=int((issues["severity"] == "warning").sum()),
-                refusal=sub["reason"] if sub["status"] == "refused" else None,
+                errors=view.errors,
+                warnings=view.warnings,
+                refusal=view.refusal,
             )
         )
     log.info(
@@ -373,13 +382,41 @@ def explanations_of(engine: sa.Engine, digest: str) -> dict[int, str]:
     return {int(r[0]): r[1] for r in rows}
 
 
-def check_view(warehouse: Any, settings: Any, upload_id: str) -> CheckView:
-    """Judge a stored upload again (explanations included) and build what the clerk sees."""
+# The instant check of an upload, kept while what it was judged against is unchanged: the
+# upload's bytes (its sha256), its explanations and the county's submissions up to its period
+# (a nightly load that accepts, refuses or supersedes one changes the key). The upload's POST
+# judges once; the page it redirects to, and each explanation's page, reuse it.
+_VIEWS: OrderedDict[tuple, CheckView] = OrderedDict()
+_VIEWS_LOCK = threading.Lock()
+_VIEWS_MAX = 64
+
+
+def _warehouse_state(engine: sa.Engine, county: str, period: str) -> tuple:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT submission_id, status FROM submission WHERE county_code = :c AND period <= :p"
+                " ORDER BY submission_id"
+            ),
+            {"c": county, "p": period},
+        ).all()
+    return (str(engine.url), *(tuple(r) for r in rows))
+
+
+def _build_view(warehouse: Any, up: Any, content: bytes, explanations: dict[int, str]) -> CheckView:
     from portal.service import county_names
 
-    up = _upload_row(warehouse.engine, upload_id)
-    content = _upload_path(settings, upload_id).read_bytes()
-    explanations = explanations_of(warehouse.engine, up["sha256"])
+    key = (
+        up["upload_id"],
+        up["sha256"],
+        tuple(sorted(explanations.items())),
+        up["submitted_at"],
+        _warehouse_state(warehouse.engine, up["county_code"], up["period"]),
+    )
+    with _VIEWS_LOCK:
+        if key in _VIEWS:
+            _VIEWS.move_to_end(key)
+            return _VIEWS[key]
     judgement, parsed, prev_period = judge_upload(
         warehouse, up["county_code"], up["period"], content, up["file_type"], set(explanations)
     )
@@ -387,8 +424,8 @@ def check_view(warehouse: Any, settings: Any, upload_id: str) -> CheckView:
     kind = sub["kind"] or "progress"
     findings = _findings(judgement.issues, kind)
     headers, rows = _rows_table(parsed, kind, findings)
-    return CheckView(
-        upload_id=upload_id,
+    view = CheckView(
+        upload_id=up["upload_id"],
         county_code=up["county_code"],
         county_name=county_names(warehouse.engine).get(up["county_code"], up["county_code"]),
         period=up["period"],
@@ -403,8 +440,20 @@ def check_view(warehouse: Any, settings: Any, upload_id: str) -> CheckView:
         rows=rows,
         previous_period=prev_period,
         submitted_at=up["submitted_at"],
-        explanations=explanations,
+        explanations=dict(explanations),
     )
+    with _VIEWS_LOCK:
+        _VIEWS[key] = view
+        while len(_VIEWS) > _VIEWS_MAX:
+            _VIEWS.popitem(last=False)
+    return view
+
+
+def check_view(warehouse: Any, settings: Any, upload_id: str) -> CheckView:
+    """The instant check of a stored upload (explanations included): what the clerk sees."""
+    up = _upload_row(warehouse.engine, upload_id)
+    content = _upload_path(settings, upload_id).read_bytes()
+    return _build_view(warehouse, up, content, explanations_of(warehouse.engine, up["sha256"]))
 
 
 def explain(warehouse: Any, settings: Any, upload_id: str, row_number: int, text: str, user_id: int) -> None:
@@ -459,6 +508,24 @@ def inbox_name(period: str, kind: str, file_type: str) -> str:
     return f"{period}_{KIND_NAME_ZH[kind]}_网上报送_{token}.{file_type}"
 
 
+def county_folder(settings: Any, county: str) -> Path:
+    """The local folder the nightly run reads the county's returns from (its source), or
+    UploadRefused when its source is not a local folder (HTTP, SFTP, a database, object storage):
+    a file written anywhere else would never be loaded."""
+    from tasks.sources import FolderSource, load_source_config, source_for
+
+    try:
+        source = source_for(county, settings, load_source_config(settings.sources))
+    except Exception as exc:  # noqa: BLE001 - a bad sources file must not write anywhere
+        log.warning("county %s: no source for a portal submission: %s", county, type(exc).__name__)
+        source = None
+    if not isinstance(source, FolderSource) or not source.is_local:
+        raise UploadRefused(
+            "本县区的报表由数据接口或其他渠道收取，不能在信息平台报送；请按原渠道报送，或联系数据工程师"
+        )
+    return Path(source.root.removeprefix("file://"))
+
+
 def submit(warehouse: Any, settings: Any, upload_id: str, user_id: int) -> str:
     """Send a checked upload: into the county's inbox (atomically) and the archive. Returns its name."""
     view = check_view(warehouse, settings, upload_id)
@@ -470,8 +537,8 @@ def submit(warehouse: Any, settings: Any, upload_id: str, user_id: int) -> str:
         raise UploadRefused(f"文件还有 {view.errors} 处错误，请改正后重新上传再报送")
     up = _upload_row(warehouse.engine, upload_id)
     content = _upload_path(settings, upload_id).read_bytes()
-    warehouse.archive.put(content)  # archived as received, before the inbox sees it
-    folder = settings.inbox_dir / up["county_code"]
+    folder = county_folder(settings, up["county_code"])
+    warehouse.archive.put(content)  # archived as received, before the county's folder sees it
     folder.mkdir(parents=True, exist_ok=True)
     name = inbox_name(up["period"], view.kind or "progress", up["file_type"])
     _write_atomic(folder / name, content)
@@ -521,15 +588,13 @@ class SubmissionState:
     rows_rejected: int | None
 
 
-def _aware(value: object) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite hands back text or naive datetimes)."""
+def _utc(value: Any) -> datetime | None:
+    """A time read back from either dialect (SQLite gives text, PostgreSQL a datetime), in UTC."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value  # type: ignore[return-value]
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
 
 
 def submission_states(engine: sa.Engine, county: str) -> list[SubmissionState]:
@@ -559,7 +624,7 @@ def submission_states(engine: sa.Engine, county: str) -> list[SubmissionState]:
                 u["period"],
                 KIND_NAME_ZH.get(u["kind"] or "", ""),
                 u["file_name"],
-                _aware(u["submitted_at"]),
+                _utc(u["submitted_at"]),
                 "waiting",
                 STATE_ZH["waiting"],
                 None,
@@ -576,7 +641,7 @@ def submission_states(engine: sa.Engine, county: str) -> list[SubmissionState]:
                 r.period,
                 KIND_NAME_ZH.get(r.kind, r.kind),
                 portal_names.get((r.period, r.sha256), r.file_name or ""),
-                _aware(r.received_at),
+                _utc(r.received_at),
                 r.status,
                 STATE_ZH.get(r.status, r.status),
                 r.reason,

@@ -198,14 +198,21 @@ def build_template(warehouse: Any, county: str, period: str, kind: str = "progre
         rule = _validation(col, period)
         if rule:
             ws.data_validation(first, j, last, j, {**rule, "error_title": "填写有误"})
-        for i in range(n_rows if kind == "funding" else len(rows) if len(rows) else 0):
+        filled = n_rows if kind == "funding" else len(rows)
+        for i in range(n_rows):
             r = first + i
-            if col.name == "period":
+            if i < filled and col.name == "period":
                 ws.write_string(r, j, period, text)
-            elif col.name == "county_code":
+            elif i < filled and col.name == "county_code":
                 ws.write_string(r, j, county, text)
-            elif col.name in rows.columns:
-                _write(ws, r, j, rows[col.name].iloc[i], col, text, number, day)
+            elif (
+                i < filled
+                and col.name in rows.columns
+                and _write(ws, r, j, rows[col.name].iloc[i], col, text, number, day)
+            ):
+                pass
+            else:  # an empty cell the clerk fills: unlocked in every spreadsheet program, not only by its column
+                ws.write_blank(r, j, None, fmt)
     ws.freeze_panes(2, 0)
     ws.protect(
         "",
@@ -219,9 +226,10 @@ def build_template(warehouse: Any, county: str, period: str, kind: str = "progre
     return buf.getvalue()
 
 
-def _write(ws: Any, r: int, j: int, value: Any, col: Column, text: Any, number: Any, day: Any) -> None:
+def _write(ws: Any, r: int, j: int, value: Any, col: Column, text: Any, number: Any, day: Any) -> bool:
+    """Write a pre-filled value; False when there is none (the cell stays for the clerk)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return
+        return False
     if col.type == "date":
         stamp = pd.Timestamp(value)
         ws.write_datetime(r, j, datetime(stamp.year, stamp.month, stamp.day), day)
@@ -229,6 +237,7 @@ def _write(ws: Any, r: int, j: int, value: Any, col: Column, text: Any, number: 
         ws.write_number(r, j, float(value), number)
     else:
         ws.write_string(r, j, str(value), text)
+    return True
 
 
 def template_for(

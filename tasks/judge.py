@@ -403,6 +403,7 @@ def judge_file(
     due_day: int = 5,
     tz: str = "Asia/Shanghai",
     engine: str | None = None,
+    parsed: ParsedReturn | None = None,
 ) -> Judgement:
     """The clerk's pre-check (``gaibao check``): judge one file as the nightly run would.
 
@@ -411,11 +412,13 @@ def judge_file(
     is already imported in this process, else pandas, sparing a clerk GX's 2–3 s import.
 
     County and period default to the file's own (the first value of its columns; the period
-    also from the file name), known counties to the bundled division list.
+    also from the file name), known counties to the bundled division list. ``parsed``: the
+    file already read by ``tasks.read.read_return`` (the portal reads it once for both).
     """
     from tasks.read import read_return
 
-    parsed = read_return(content, file_name, kind=kind)
+    if parsed is None:
+        parsed = read_return(content, file_name, kind=kind)
     kind = kind or parsed.kind or "progress"
     rows = parsed.rows
     if parsed.refusal is None and len(rows):
