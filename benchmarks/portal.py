@@ -110,7 +110,7 @@ def _free_port() -> int:
 def _login(base: str, username: str):
     import httpx
 
-    client = httpx.Client(base_url=base, timeout=30.0)
+    client = httpx.Client(base_url=base, timeout=180.0)
     html = client.get("/login").text
     token = re.search(r'name="csrf" value="([^"]+)"', html).group(1)
     r = client.post("/login", data={"username": username, "password": PASSWORD, "csrf": token})

@@ -23,10 +23,11 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from markupsafe import Markup
 
 from reports import periods
 from reports.render import Figure
-from reports.sections import Col, Section
+from reports.sections import Col, Section, html_row_strings
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +428,7 @@ class CountyPage:
     exceptions: Section
     projects_open: int
     projects_closed: int
+    projects_html: Any = None  # Markup: the projects' rows, escaped by reports.sections.html_row_strings
 
 
 def county_page(engine: sa.Engine, county_code: str, period: str | None) -> CountyPage | None:
@@ -581,4 +583,7 @@ def county_page(engine: sa.Engine, county_code: str, period: str | None) -> Coun
         exceptions=exceptions,
         projects_open=ledger["projects_open"],
         projects_closed=ledger["projects_closed"],
+        # a county has hundreds of projects: its rows are written by the pack's vectorised row
+        # writer (every text cell escaped), not cell by cell in the template
+        projects_html=Markup("\n".join(html_row_strings(projects).tolist())),
     )

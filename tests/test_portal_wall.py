@@ -309,3 +309,20 @@ def test_every_route_refuses_another_countys_ids_and_no_response_names_it(wall, 
     login(c, user)
     mine = c.get(f"/county/{COUNTY_A}")
     assert mine.status_code == 200 and names[COUNTY_A] in mine.text
+
+
+def test_demo_accounts_one_login_per_role_and_a_rerun_gives_new_passwords(wall) -> None:
+    from portal.accounts import authenticate
+    from portal.demo import demo_accounts
+
+    _, wh, _, _ = wall
+    first = demo_accounts(wh.engine)
+    assert [x.role_zh for x in first] == ["县区填报员", "市级管理员", "省级/联席会议成员", "系统管理员"]
+    assert first[0].scope_zh == "怀远县" and first[1].scope_zh == "蚌埠市"
+    for x in first:
+        assert authenticate(wh.engine, x.username, x.password).user is not None
+    again = demo_accounts(wh.engine)
+    for old, new in zip(first, again, strict=True):
+        assert old.password != new.password
+        assert authenticate(wh.engine, new.username, new.password).user is not None
+        assert authenticate(wh.engine, old.username, old.password).user is None
