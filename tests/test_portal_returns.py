@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from filebuilders import return_bytes
 from portal_helpers import (
     COUNTY_A,
+    COUNTY_B,
     PortalServer,
     build_portal_warehouse,
     county_rows,
@@ -100,6 +101,8 @@ def _upload(c, name: str, content: bytes, period: str = PERIOD, mime: str = XLSX
 
 def _findings_table(html: str) -> list[tuple[str, str, str, str]]:
     """(row, kind, column, value) of every finding row on the check page."""
+    if '<table class="findings">' not in html:
+        return []
     body = html.split('<table class="findings">', 1)[1].split("</table>", 1)[0]
     out = []
     for tr in re.findall(r"<tr class=\"(?:bad|warn|explained)\">(.*?)</tr>", body, flags=re.S):
@@ -247,6 +250,32 @@ def test_template_upload_explain_submit_and_the_nightly_run_accepts_it(served, p
     accepted = wh.query("SELECT COUNT(*) AS n FROM fact_progress WHERE submission_id = :s", {"s": sid})
     assert int(accepted["n"][0]) == len(previous)
 
+    # a corrected file replaces it, and a file the nightly run refuses is listed with the reason
+    fixed, _ = _fill_from_previous(_template(c), previous, lower_invest="")
+    up = _upload(c, "怀远县12月更正.xlsx", fixed)
+    page = c.get(up.headers["location"]).text
+    assert up.status_code == 303 and _findings_table(page) == [] and "可以报送" in page
+    fixed_id = up.headers["location"].rsplit("/", 1)[1]
+    assert (
+        c.post(f"/upload/{fixed_id}/submit", data={"csrf": csrf_of(c)}, follow_redirects=False).status_code
+        == 303
+    )
+    wrong = county_rows(COUNTY_B, PERIOD)
+    (settings.inbox_dir / COUNTY_A / f"{PERIOD}_进展_错报.csv").write_bytes(return_bytes(wrong, fmt="csv"))
+    get_settings_clear()
+    nightly_ingest(period=PERIOD, counties=[COUNTY_A])
+    listing = c.get("/submissions").text
+    rows_2018_12 = re.findall(r"<tr><td>2018-12</td>.*?</tr>", listing, re.S)
+    cells = [
+        [unescape(re.sub(r"<[^>]+>", "", td)).strip() for td in re.findall(r"<td>(.*?)</td>", x, re.S)]
+        for x in rows_2018_12
+    ]
+    states = {row[2]: row[4] for row in cells}  # file name: state (and the reason)
+    assert states["怀远县12月更正.xlsx"] == "已接收"
+    assert states["怀远县12月.xlsx"] == "已被替换"
+    refused = states[f"{PERIOD}_进展_错报.csv"]
+    assert refused.startswith("已退回：") and COUNTY_B in refused
+
     # another county's clerk sees none of it
     b = server.client()
     login(b, "clerk_b")
@@ -254,6 +283,12 @@ def test_template_upload_explain_submit_and_the_nightly_run_accepts_it(served, p
     assert b.get(f"/receipt/{sid}").status_code == 403
     c.close()
     b.close()
+
+
+def _template(c) -> bytes:
+    r = c.get("/template", params={"period": PERIOD})
+    assert r.status_code == 200
+    return r.content
 
 
 def get_settings_clear() -> None:
