@@ -79,6 +79,14 @@ def run_demo(echo: Callable[[str], object] = print) -> int:
     for path in pack.get("messages", [])[:5]:
         echo(f"  {path}")
 
+    from portal.demo import demo_accounts
+    from tasks.ingest import seed_divisions
+
+    seed_divisions(wh)
+    echo("portal (信息平台): gaibao serve  ->  http://127.0.0.1:8000/  (专栏公开 /public needs no login)")
+    for login in demo_accounts(wh.engine):
+        echo(f"  {login.role_zh}（{login.scope_zh}）: {login.username} / {login.password}")
+
     url = make_url(settings.warehouse_url).render_as_string(hide_password=True)
     echo(f"warehouse: {url}")
     echo(f"archive:   {settings.archive_url or settings.archive_dir.resolve()}")

@@ -145,7 +145,7 @@ def _handlers(app: FastAPI) -> None:
 
 # One module per area, each with an APIRouter ``router`` (portal/routes/); a new area adds its
 # module here and its route names to portal.access.ROUTE_AUDIENCE.
-ROUTE_MODULES = ("portal.routes.accounts", "portal.routes.clerk")
+ROUTE_MODULES = ("portal.routes.accounts", "portal.routes.clerk", "portal.routes.wall")
 
 
 def _routes(app: FastAPI) -> None:

@@ -494,6 +494,40 @@ def _disclosure(inputs: PackInputs) -> pd.DataFrame:
     return f[[*(c.key for c in DISCLOSURE_COLUMNS), "county_code"]].reset_index(drop=True)
 
 
+def headline_figures(prov: pd.Series) -> list[Figure]:
+    """The pack's headline figures of one row of the headline (the province's, or a city's on the
+    portal's wall chart): completion, area, start and equipment rates, counties reporting."""
+    def pct(x: object) -> str:
+        return "—" if x is None or pd.isna(x) else f"{float(x) * 100:.1f}%"
+
+    def pp(x: object) -> str:
+        return "" if x is None or pd.isna(x) else f"较上月{float(x) * 100:+.1f}个百分点"
+
+    return [
+        Figure(
+            "校舍改造面积完成率",
+            pct(prov.get("area_completion_rate")),
+            pp(prov.get("area_completion_rate_change")),
+        ),
+        Figure(
+            "竣工面积",
+            "—"
+            if pd.isna(prov.get("completed_area_m2", float("nan")))
+            else f"{float(prov['completed_area_m2']) / 1e4:,.2f}万㎡",
+            ""
+            if pd.isna(prov.get("plan_area_m2", float("nan")))
+            else f"五年规划{float(prov['plan_area_m2']) / 1e4:,.2f}万㎡",
+        ),
+        Figure("开工率", pct(prov.get("start_rate")), pp(prov.get("start_rate_change"))),
+        Figure(
+            "设备购置完成率",
+            pct(prov.get("equipment_completion_rate")),
+            pp(prov.get("equipment_completion_rate_change")),
+        ),
+        Figure("报送县区", str(prov.get("reporting", "—"))),
+    ]
+
+
 def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> PackData:
     """Every figure and list of the pack, from the inputs (no I/O)."""
     period = inputs.period
@@ -521,35 +555,7 @@ def compute_pack(inputs: PackInputs, th: Thresholds, weights: ScoreWeights) -> P
     head = _headline(inputs)
     prov = head.iloc[0] if len(head) else pd.Series(dtype=object)
 
-    def pct(x: object) -> str:
-        return "—" if x is None or pd.isna(x) else f"{float(x) * 100:.1f}%"
-
-    def pp(x: object) -> str:
-        return "" if x is None or pd.isna(x) else f"较上月{float(x) * 100:+.1f}个百分点"
-
-    figures = [
-        Figure(
-            "校舍改造面积完成率",
-            pct(prov.get("area_completion_rate")),
-            pp(prov.get("area_completion_rate_change")),
-        ),
-        Figure(
-            "竣工面积",
-            "—"
-            if pd.isna(prov.get("completed_area_m2", float("nan")))
-            else f"{float(prov['completed_area_m2']) / 1e4:,.2f}万㎡",
-            ""
-            if pd.isna(prov.get("plan_area_m2", float("nan")))
-            else f"五年规划{float(prov['plan_area_m2']) / 1e4:,.2f}万㎡",
-        ),
-        Figure("开工率", pct(prov.get("start_rate")), pp(prov.get("start_rate_change"))),
-        Figure(
-            "设备购置完成率",
-            pct(prov.get("equipment_completion_rate")),
-            pp(prov.get("equipment_completion_rate_change")),
-        ),
-        Figure("报送县区", str(prov.get("reporting", "—"))),
-    ]
+    figures = headline_figures(prov)
 
     ex = (
         _with_names(exceptions, divisions)
