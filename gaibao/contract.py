@@ -224,5 +224,12 @@ REFUSAL_CODES = {
     "UNKNOWN_COUNTY": "区划代码不是已知的县区",
     "EMPTY": "文件没有数据行",
     "TOO_LARGE": "文件超过读取上限",  # a bound of tasks.readguard (GAIBAO_READ_MAX_*)
+    # A reader stopped past its wall-time or memory bound (GAIBAO_READ_MAX_SECONDS / _MEMORY_MB),
+    # a reader that failed (an exception, or a process that died twice on the file), a judge
+    # that failed on one county's file: the file alone is refused; the data engineers are paged.
+    "READ_TIMEOUT": "文件读取超时",
+    "READ_MEMORY": "文件读取占用内存过多",
+    "READ_FAILED": "读取程序处理该文件时出错",
+    "JUDGE_FAILED": "审核程序处理该文件时出错",
     "SOURCE_UNREACHABLE": "数据源无法访问",
 }
