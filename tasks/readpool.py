@@ -368,8 +368,6 @@ class _ReaderSet:
         results: list[ParsedReturn | None] = [None] * len(items)
         todo = deque(range(len(items)))
         deaths: dict[int, int] = {}
-        # Files per message: fewer round trips, but enough messages to keep every reader busy.
-        chunksize = max(1, min(16, len(items) // (4 * n)))
         with self.lock:
             for reader in [r for r in self.readers if r.memory_mb != limits.max_memory_mb]:
                 self._drop(reader, kill=False)  # the bound changed (a test, a new setting)
@@ -383,7 +381,10 @@ class _ReaderSet:
                     self.readers.append(reader)
                 for reader in self.readers:
                     if not reader.pending and todo:
-                        reader.pending.extend(todo.popleft() for _ in range(min(chunksize, len(todo))))
+                        # Files per message: fewer round trips, but smaller messages towards the
+                        # end, so that no reader waits long for the last one.
+                        size = max(1, min(16, len(todo) // (2 * n)))
+                        reader.pending.extend(todo.popleft() for _ in range(size))
                         try:
                             reader.inbox.send((limits, [items[i] for i in reader.pending]))
                         except (OSError, ValueError):

@@ -289,3 +289,75 @@ def test_nul_and_esc_cannot_fail_the_batch_and_never_reach_the_public_outputs(ho
     assert any("[31m红星小学[0m" in p.read_text(encoding="utf-8-sig") for p in public)
     assert pd.notna(current.loc[VALID[2], "submission_id"])
 
+
+
+# --------------------------------------------------------------------------------------------
+# A judge that fails on one county's file
+
+
+def _candidates(counties: list[str], rows: int = 3):
+    import hashlib
+    from datetime import UTC, datetime
+
+    from tasks.judge import Candidate
+
+    out = []
+    for code in counties:
+        content = valid_csv(code, rows)
+        out.append(
+            Candidate(
+                kind="progress",
+                county_code=code,
+                period=PERIOD,
+                file_name=f"{code}.csv",
+                sha256=hashlib.sha256(content).hexdigest(),
+                source="folder",
+                received_at=datetime(2019, 1, 3, tzinfo=UTC),
+                parsed=read_return(content, f"{code}.csv", kind="progress"),
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("release_rows", [False, True])
+def test_a_judge_failure_refuses_that_file_alone(monkeypatch: pytest.MonkeyPatch, release_rows: bool) -> None:
+    """The batch is judged again in halves down to the failing file (its rows rebuilt when the
+    batch had released them); every other file is judged exactly as without the failing one."""
+    from tasks.judge import judge_batch
+
+    counties = [*VALID, "340111", "340121", JUDGED, "340123"]
+    others = [c for c in counties if c != JUDGED]
+    known = set(counties)
+    expected = judge_batch("progress", _candidates(others), None, known, engine="pandas")
+    monkeypatch.setenv("GAIBAO_TEST_JUDGE_FAIL", JUDGED)
+    got = judge_batch("progress", _candidates(counties), None, known, engine="pandas", release_rows=release_rows)
+
+    subs = got.submissions.set_index("county_code")
+    assert list(got.submissions["county_code"]) == counties  # the candidates' order
+    assert subs.loc[JUDGED, "status"] == "refused" and subs.loc[JUDGED, "refusal_code"] == "JUDGE_FAILED"
+    assert "审核程序处理该文件时出错" in subs.loc[JUDGED, "reason"] and "RuntimeError" in subs.loc[JUDGED, "reason"]
+    assert subs.loc[JUDGED, "rows_total"] == 3 and subs.loc[JUDGED, "rows_accepted"] == 0
+    mine = got.issues[got.issues["county_code"] == JUDGED]
+    assert mine[["rule", "severity"]].values.tolist() == [["JUDGE_FAILED", "error"]]
+
+    columns = ["county_code", "status", "rows_total", "rows_accepted", "rows_rejected"]
+    assert subs.loc[others, columns[1:]].reset_index().values.tolist() == (
+        expected.submissions[columns].values.tolist()
+    )
+    facts = got.facts.sort_values(["submission_id", "row_number"]).reset_index(drop=True)
+    want = expected.facts.sort_values(["submission_id", "row_number"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(facts, want, check_dtype=False)
+    assert len(facts) == 3 * len(others)
+
+
+def test_a_judge_that_fails_on_every_file_fails_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More failing files than JUDGE_FAILED_MAX is the judge's fault, not the files': raised."""
+    from tasks import judge as judge_module
+
+    monkeypatch.setattr(judge_module, "JUDGE_FAILED_MAX", 1)
+    monkeypatch.setenv("GAIBAO_TEST_JUDGE_FAIL", JUDGED)
+    cands = _candidates([JUDGED, *VALID])
+    cands += _candidates([JUDGED])  # the same county's second file fails too
+    cands[-1].sha256 = "0" * 64
+    with pytest.raises(RuntimeError, match="injected judge failure"):
+        judge_module.judge_batch("progress", cands, None, {JUDGED, *VALID}, engine="pandas")
