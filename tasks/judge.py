@@ -186,7 +186,7 @@ def _judge_apart(
                 return [part for half in _halves(group) for part in judge(half)]
             failed.append(group[0])
             if len(failed) > JUDGE_FAILED_MAX:
-                raise error
+                raise error from exc
             log.error("judging %s (county %s) failed: refused as JUDGE_FAILED", group[0].file_name,
                       group[0].county_code, exc_info=exc)
             return [_judge_failed(kind, group[0], exc, version, options)]

@@ -29,9 +29,9 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import connection
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tasks.read import ParsedReturn, read_return
@@ -385,10 +385,8 @@ class _ReaderSet:
                         # end, so that no reader waits long for the last one.
                         size = max(1, min(16, len(todo) // (2 * n)))
                         reader.pending.extend(todo.popleft() for _ in range(size))
-                        try:
+                        with contextlib.suppress(OSError, ValueError):  # died idle: the EOF below
                             reader.inbox.send((limits, [items[i] for i in reader.pending]))
-                        except (OSError, ValueError):
-                            pass  # died idle: its answer is the EOF below
                         reader.since = time.monotonic()
                 busy = [r for r in self.readers if r.pending]
                 wait_s = max(0.0, min(r.since for r in busy) + limits.max_seconds - time.monotonic())

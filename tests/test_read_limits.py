@@ -21,7 +21,6 @@ import pandas as pd
 import pytest
 
 from gaibao.settings import get_settings
-from tasks import readpool
 from tasks.read import read_return
 from tasks.readpool import read_many
 from tests.filebuilders import progress_rows, return_bytes, write_return
@@ -134,7 +133,9 @@ def test_the_readers_take_the_callers_bounds(bounds) -> None:
     assert read_many(items, processes=1)[0].refusal is None
     bounds(rows=10)
     got = read_many(items, processes=1)[0]
-    assert got.refusal is not None and got.refusal.code == "TOO_LARGE" and "最多 10 行" in got.refusal.message_zh
+    assert (
+        got.refusal is not None and got.refusal.code == "TOO_LARGE" and "最多 10 行" in got.refusal.message_zh
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +193,11 @@ def test_hostile_files_beside_valid_counties_in_a_nightly_run(
     wh = _warehouse()
     subs = wh.read_table("submission", where={"period": PERIOD}).set_index("county_code")
     assert set(subs.loc[VALID, "status"]) == {"accepted"}
-    expected = {BOMB: "TOO_LARGE", HEAVY: "READ_MEMORY" if bound == "memory" else "READ_TIMEOUT", JUDGED: "JUDGE_FAILED"}
+    expected = {
+        BOMB: "TOO_LARGE",
+        HEAVY: "READ_MEMORY" if bound == "memory" else "READ_TIMEOUT",
+        JUDGED: "JUDGE_FAILED",
+    }
     assert set(subs.loc[list(expected), "status"]) == {"refused"}
     assert "上限" in subs.loc[HEAVY, "reason"]
     assert ("200 MB" if bound == "memory" else "1 秒") in subs.loc[HEAVY, "reason"]
@@ -216,7 +221,9 @@ def _receipt_texts(home: Path) -> list[str]:
     texts = []
     for path in sorted((home / "outbox").rglob("*.eml")):
         msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        parts = [p.get_content() for p in msg.walk() if not p.is_multipart() and p.get_content_maintype() == "text"]
+        parts = [
+            p.get_content() for p in msg.walk() if not p.is_multipart() and p.get_content_maintype() == "text"
+        ]
         texts.append(str(msg["Subject"]) + "\n" + "\n".join(parts))
     return texts
 
@@ -267,7 +274,10 @@ def test_nul_and_esc_cannot_fail_the_batch_and_never_reach_the_public_outputs(ho
         [33, "school_name", "CONTROL_CHARS_REMOVED", "warning"],
         [34, "project_id", "CONTROL_CHARS_REFUSED", "warning"],
     ]
-    assert "第32行「填报人」含有 1 个控制字符" in warned["message"].iloc[0] and "已删除" in warned["message"].iloc[0]
+    assert (
+        "第32行「填报人」含有 1 个控制字符" in warned["message"].iloc[0]
+        and "已删除" in warned["message"].iloc[0]
+    )
     assert "第34行「项目编号」" in warned["message"].iloc[2] and "按无效处理" in warned["message"].iloc[2]
     assert warned["value"].isna().all()  # 填报人 is personal data: never repeated in a finding
     rejected = issues[(issues["severity"] == "error") & (issues["row_number"] == 34)]
@@ -281,14 +291,17 @@ def test_nul_and_esc_cannot_fail_the_batch_and_never_reach_the_public_outputs(ho
     from reports.service import run_pack
 
     run_pack(period=PERIOD)
-    public = [p for p in (home / "reports" / PERIOD).rglob("*") if p.suffix in (".csv", ".html") and "公示" in p.name]
+    public = [
+        p
+        for p in (home / "reports" / PERIOD).rglob("*")
+        if p.suffix in (".csv", ".html") and "公示" in p.name
+    ]
     assert any(p.suffix == ".csv" for p in public) and any(p.suffix == ".html" for p in public)
     for p in public:
         data = p.read_bytes()
         assert b"\x00" not in data and b"\x1b" not in data, p.name
     assert any("[31m红星小学[0m" in p.read_text(encoding="utf-8-sig") for p in public)
     assert pd.notna(current.loc[VALID[2], "submission_id"])
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,12 +343,17 @@ def test_a_judge_failure_refuses_that_file_alone(monkeypatch: pytest.MonkeyPatch
     known = set(counties)
     expected = judge_batch("progress", _candidates(others), None, known, engine="pandas")
     monkeypatch.setenv("GAIBAO_TEST_JUDGE_FAIL", JUDGED)
-    got = judge_batch("progress", _candidates(counties), None, known, engine="pandas", release_rows=release_rows)
+    got = judge_batch(
+        "progress", _candidates(counties), None, known, engine="pandas", release_rows=release_rows
+    )
 
     subs = got.submissions.set_index("county_code")
     assert list(got.submissions["county_code"]) == counties  # the candidates' order
     assert subs.loc[JUDGED, "status"] == "refused" and subs.loc[JUDGED, "refusal_code"] == "JUDGE_FAILED"
-    assert "审核程序处理该文件时出错" in subs.loc[JUDGED, "reason"] and "RuntimeError" in subs.loc[JUDGED, "reason"]
+    assert (
+        "审核程序处理该文件时出错" in subs.loc[JUDGED, "reason"]
+        and "RuntimeError" in subs.loc[JUDGED, "reason"]
+    )
     assert subs.loc[JUDGED, "rows_total"] == 3 and subs.loc[JUDGED, "rows_accepted"] == 0
     mine = got.issues[got.issues["county_code"] == JUDGED]
     assert mine[["rule", "severity"]].values.tolist() == [["JUDGE_FAILED", "error"]]
