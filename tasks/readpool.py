@@ -216,7 +216,7 @@ def read_many(
 # backstop refuses ends the same way). Only that file is refused; the others go on.
 
 _EXIT_MEMORY = 86
-_WATCH_INTERVAL_S = 0.005
+_WATCH_INTERVAL_S = 0.02
 # Address space a reader may reserve beyond its own at start, as a multiple of the memory bound:
 # a backstop for allocations faster than the watchdog (the bound itself is on resident memory;
 # allocators reserve more address space than they touch).
