@@ -228,6 +228,13 @@ REFUSAL_CODES = {
     "EMPTY": "文件没有数据行",
     "DUPLICATE_SHEET": "同一报表有多张工作表",  # two sheets named for one kind both hold a header
     "TOO_LARGE": "文件超过读取上限",  # a bound of tasks.readguard (GAIBAO_READ_MAX_*)
+    # A reader stopped past its wall-time or memory bound (GAIBAO_READ_MAX_SECONDS / _MEMORY_MB),
+    # a reader that failed (an exception, or a process that died twice on the file), a judge
+    # that failed on one county's file: the file alone is refused; the data engineers are paged.
+    "READ_TIMEOUT": "文件读取超时",
+    "READ_MEMORY": "文件读取占用内存过多",
+    "READ_FAILED": "读取程序处理该文件时出错",
+    "JUDGE_FAILED": "审核程序处理该文件时出错",
     "SOURCE_UNREACHABLE": "数据源无法访问",
     # gaibao's own archive could not keep the file (warehouse.archive.ArchiveCorrupt, an I/O
     # error): not the county's fault, retried by the next run once the object is dealt with

@@ -83,9 +83,9 @@ class Settings(BaseSettings):
     read_processes: int | None = Field(
         default=None,
         ge=0,
-        description="processes that parse county files in parallel, and the shards a large batch is "
-        "judged in (default: one per CPU when there are two or more; 0: parse in the fetching thread "
-        "and judge in one batch)",
+        description="reader processes that parse county files in parallel (every file is parsed in one, "
+        "under the wall-time and memory bounds), and the shards a large batch is judged in (default: "
+        "one per CPU when there are two or more; 0: one reader, and judge in one batch)",
     )
 
     # reading one county file: past any of these bounds the file is refused alone (tasks.read)
@@ -99,10 +99,10 @@ class Settings(BaseSettings):
     read_max_cell_chars: int = Field(default=32_767, ge=1, description="characters in one cell (Excel's own limit)")
     read_max_json_depth: int = Field(default=32, ge=2, description="nesting of arrays and objects in a JSON file")
     read_max_seconds: float = Field(
-        default=60.0, gt=0, description="wall time for one file in a reader process (then it is stopped)"
+        default=60.0, gt=0, description="wall time for one file in a reader process (then it is stopped: READ_TIMEOUT)"
     )
     read_max_memory_mb: int = Field(
-        default=2048, ge=64, description="resident memory of a reader process while it reads one file"
+        default=2048, ge=64, description="resident memory of a reader process while it reads one file (READ_MEMORY)"
     )
 
     # reports and mail

@@ -8,6 +8,21 @@ from typing import Annotated
 
 import typer
 
+EXIT_BAD_OPTION = 3  # as gaibao.cli: an option refused before anything runs
+
+
+def _checked_period(period: str | None) -> None:
+    """Refuse a malformed ``--period`` in one line (Chinese / English), exit 3, before any work."""
+    from gaibao.options import OptionError, check_period
+
+    if period is None:
+        return
+    try:
+        check_period(period)
+    except OptionError as exc:
+        typer.echo(f"错误：{exc}", err=True)
+        raise typer.Exit(EXIT_BAD_OPTION) from None
+
 
 def pack(
     period: Annotated[str | None, typer.Option("--period", help="报告期 YYYY-MM（默认上个月）")] = None,
@@ -22,6 +37,7 @@ def pack(
     """生成月度联席会议材料（可选发送）。Build the monthly joint-meeting pack (optionally send it)."""
     from reports.service import run_pack
 
+    _checked_period(period)
     try:
         result = run_pack(period=period, send=send, resend=resend, out=out)
     except ValueError as exc:
@@ -60,6 +76,7 @@ def send_receipts_command(
     from reports.delivery import send_receipts
     from reports.service import open_warehouse
 
+    _checked_period(period)
     settings = get_settings()
     wh = open_warehouse(settings)
     try:

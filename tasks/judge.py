@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
@@ -136,7 +137,144 @@ def judge_batch(
     ``suite_findings`` (from :func:`prevalidate`) spares the GX call when a larger batch holding
     these files was validated earlier. ``release_rows`` lets the batch drop each file's own rows
     once it has copied them (:meth:`ParsedReturn.release_rows`): for callers that judge each
-    candidate once, as the ingest flows do; the candidates cannot be judged again."""
+    candidate once, as the ingest flows do; the candidates cannot be judged again.
+
+    An exception while judging refuses only the file it comes from: the batch is judged again in
+    halves of whole counties, down to the file that still fails, which is refused as
+    ``JUDGE_FAILED`` (:func:`_judge_apart`)."""
+    options = {"due_day": due_day, "tz": tz, "engine": engine}
+    kept: dict[str, pd.DataFrame] = {}
+    try:
+        return _judge_batch(
+            kind, candidates, previous, known_counties, suite_findings=suite_findings,
+            release_rows=release_rows, kept=kept, **options,
+        )
+    except Exception as exc:  # noqa: BLE001 - one file's fault must not stop the batch
+        log.warning("judging %d %s files failed (%r): judging them apart", len(candidates), kind, exc)
+        _restore_rows(kind, candidates, kept.pop("raw", None), exc)
+        return _judge_apart(kind, candidates, previous, known_counties, suite_findings, options, exc)
+
+
+# More files than this failing apart is not their fault but the judge's (a broken rule, the
+# suites unreadable): the batch's error is raised and the run fails (the engineers are paged).
+JUDGE_FAILED_MAX = 8
+
+
+def _judge_apart(
+    kind: str,
+    candidates: list[Candidate],
+    previous: pd.DataFrame | None,
+    known_counties: set[str],
+    suite_findings: pd.DataFrame | None,
+    options: dict,
+    error: Exception,
+) -> Judgement:
+    """The candidates judged in halves of whole counties (a half that fails, in halves again), a
+    file that fails alone refused ``JUDGE_FAILED``: a bad file costs about two judgements per
+    halving, ``log2`` of the batch's counties."""
+    version = rules_version()
+    failed: list[Candidate] = []
+
+    def judge(group: list[Candidate]) -> list[Judgement]:
+        counties = {c.county_code for c in group}
+        prev = None if previous is None else previous[previous["county_code"].isin(counties)]
+        found = None
+        if suite_findings is not None:
+            sids = {submission_id(c.kind, c.county_code, c.period, c.sha256, version) for c in group}
+            found = suite_findings[suite_findings["submission_id"].isin(sids)]
+        try:
+            return [_judge_batch(kind, group, prev, known_counties, suite_findings=found, **options)]
+        except Exception as exc:  # noqa: BLE001 - narrowed down below
+            if len(group) > 1:
+                return [part for half in _halves(group) for part in judge(half)]
+            failed.append(group[0])
+            if len(failed) > JUDGE_FAILED_MAX:
+                raise error from exc
+            log.error("judging %s (county %s) failed: refused as JUDGE_FAILED", group[0].file_name,
+                      group[0].county_code, exc_info=exc)
+            return [_judge_failed(kind, group[0], exc, version, options)]
+
+    parts = [part for half in _halves(candidates) for part in judge(half)]
+    return _merge(parts, candidates, version)
+
+
+def _halves(group: list[Candidate]) -> list[list[Candidate]]:
+    halves = _county_shards(group, 2)
+    if len(halves) < 2:  # one county's several files
+        middle = max(1, len(group) // 2)
+        halves = [group[:middle], group[middle:]]
+    return [h for h in halves if h]
+
+
+def _judge_failed(kind: str, cand: Candidate, exc: Exception, version: str, options: dict) -> Judgement:
+    """One submission refused ``JUDGE_FAILED``: the judge failed on this file (not a finding)."""
+    sid = submission_id(cand.kind, cand.county_code, cand.period, cand.sha256, version)
+    record = _submission_record(sid, cand, version, options["due_day"], options["tz"])
+    reason = (
+        f"本次报送暂未受理：审核程序处理该文件时出错（内部错误 {type(exc).__name__}），"
+        "这不一定是文件本身的问题，数据工程师会收到通知并处理。处理后将重新审核；"
+        "也可按模板核对文件后重新报送。"
+    )
+    n = cand.parsed.n_rows
+    record.update(status="refused", reason=reason, refusal_code="JUDGE_FAILED", rows_total=n,
+                  rows_accepted=0, rows_rejected=n)
+    submissions = pd.DataFrame([record], columns=SUBMISSION_COLUMNS)
+    finding = {
+        "submission_id": sid, "row_number": pd.NA, "project_id": None, "rule": "JUDGE_FAILED",
+        "severity": "error", "column_name": None, "value": None, "message": reason, "is_explained": False,
+    }
+    issues = _issues(pd.DataFrame([finding], columns=FINDING_COLUMNS), submissions, kind)
+    try:
+        empty, _ = normalise_frame(kind, *concat_returns(kind, []))
+        facts = empty[[SUBMISSION_ID, *contract.canonical_names(kind), ROW_NUMBER]]
+    except Exception:  # noqa: BLE001 - the typed shape is a nicety for the merge
+        facts = pd.DataFrame(columns=[SUBMISSION_ID, *contract.canonical_names(kind), ROW_NUMBER])
+    return Judgement(submissions=submissions, facts=facts, issues=issues)
+
+
+def _restore_rows(kind: str, candidates: list[Candidate], raw: pd.DataFrame | None, error: Exception) -> None:
+    """Give candidates whose rows a failed judgement released their rows back, from its ``raw``."""
+    released = [c for c in candidates if c.parsed.released_rows is not None and c.parsed.refusal is None]
+    if not released:
+        return
+    if raw is None:
+        raise error
+    from dataclasses import replace
+
+    from tasks.read import Grid
+
+    version = rules_version()
+    by_sid = {sid: frame for sid, frame in raw.groupby(SUBMISSION_ID, sort=False)}
+    empty = raw.iloc[:0]
+    for cand in released:
+        sid = submission_id(cand.kind, cand.county_code, cand.period, cand.sha256, version)
+        rows = by_sid.get(sid, empty).drop(columns=[SUBMISSION_ID])
+        cand.parsed = replace(cand.parsed, grid=Grid.from_frame(rows), released_rows=None)
+
+
+def _failure_injected(candidates: list[Candidate]) -> None:
+    """Failure injection for the tests: judging a file of the county ``GAIBAO_TEST_JUDGE_FAIL``
+    names raises (as a fault in a rule would). Never set in production."""
+    victim = os.environ.get("GAIBAO_TEST_JUDGE_FAIL")
+    if victim and any(c.county_code == victim and c.parsed.refusal is None for c in candidates):
+        raise RuntimeError(f"injected judge failure for county {victim}")
+
+
+def _judge_batch(
+    kind: str,
+    candidates: list[Candidate],
+    previous: pd.DataFrame | None,
+    known_counties: set[str],
+    due_day: int = 5,
+    tz: str = "Asia/Shanghai",
+    suite_findings: pd.DataFrame | None = None,
+    engine: str = "gx",
+    release_rows: bool = False,
+    kept: dict | None = None,
+) -> Judgement:
+    """:func:`judge_batch` without its fallback; ``kept["raw"]`` holds the batch's rows when
+    ``release_rows`` released the candidates' own (so that a failure can judge them again)."""
+    _failure_injected(candidates)
     version = rules_version()
     if not known_counties and kind != "plan":
         log.warning("no known counties given: every %s file will be refused as UNKNOWN_COUNTY", kind)
@@ -157,6 +295,8 @@ def judge_batch(
     readable = [(sid, c.parsed) for sid, c in ordered if sid not in refusals]
     raw, factors = concat_returns(kind, readable)
     if release_rows:
+        if kept is not None:
+            kept["raw"] = raw  # until the judgement is made
         for _, parsed in readable:
             parsed.release_rows()  # ``raw`` holds every row now
         release_free_memory()
@@ -175,8 +315,9 @@ def judge_batch(
         kind, typed, previous, raw=raw, unit_factors=factors, suite_findings=suite_findings, engine=engine
     )
     del raw  # judged: the written forms are in the findings now
-    mismatch = _total_mismatch(kind, [(s, c) for s, c in ordered if s not in refusals], typed)
-    findings = _concat([type_findings, findings, mismatch])
+    judged = [(s, c) for s, c in ordered if s not in refusals]
+    mismatch = _total_mismatch(kind, judged, typed)
+    findings = _concat([type_findings, findings, mismatch, _control_findings(kind, judged)])
 
     # Rows with an error are rejected; a file with no accepted row is refused.
     errors = findings[(findings["severity"] == "error") & findings["row_number"].notna()]
@@ -629,6 +770,33 @@ def _total_mismatch(kind: str, items: list[tuple[str, Candidate]], typed: pd.Dat
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _control_findings(kind: str, items: list[tuple[str, Candidate]]) -> pd.DataFrame:
+    """W CONTROL_CHARS_REMOVED / CONTROL_CHARS_REFUSED: a cell held control characters (NUL,
+    ESC, ...), deleted from a free-text column, shown as \\xHH (and so invalid) in any other:
+    the county learns of each cell in its receipt (``tasks.read``, "Control characters")."""
+    out = []
+    for rule, field in (("CONTROL_CHARS_REMOVED", "control_chars"), ("CONTROL_CHARS_REFUSED", "control_escaped")):
+        template = None
+        for sid, cand in items:
+            for row, name, count in getattr(cand.parsed, field, ()):
+                template = template or plain_message(kind, rule)
+                label = contract.label_zh(kind, name)
+                out.append(
+                    {
+                        "submission_id": sid,
+                        "row_number": row,
+                        "project_id": None,
+                        "rule": rule,
+                        "severity": "warning",
+                        "column_name": name,
+                        "value": None,  # the cell may be personal data (填报人, 联系电话)
+                        "message": template.format(row=row, column=label, count=count),
+                        "is_explained": False,
+                    }
+                )
+    return pd.DataFrame(out, columns=FINDING_COLUMNS)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

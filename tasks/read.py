@@ -236,6 +236,9 @@ class ParsedReturn:
     # The file's further returns: a workbook carrying both kinds, a sheet named for each (进展,
     # 资金), is two returns, each judged on its own (``every_return``).
     other_returns: list[ParsedReturn] = field(default_factory=list)
+    # Cells of other columns whose control characters are shown as \xHH (the value is invalid
+    # then): (row number, column, how many).
+    control_escaped: tuple[tuple[int, str, int], ...] = ()
 
     @property
     def is_refused(self) -> bool:
@@ -720,6 +723,7 @@ def _split_rows(
     total_at: Sequence[int],
     first_column: tuple[int, str] | None,
     cleaned: list[tuple[int, str, int]] | None = None,
+    escaped: list[tuple[int, str, int]] | None = None,
 ) -> tuple[Grid, Grid]:
     """The rows under the header as (data rows, 合计 rows), the cells of ``positions`` as ``names``.
 
@@ -730,7 +734,8 @@ def _split_rows(
 
     Bounds and control characters (``tasks.readguard``): a cell longer than ``max_cell_chars``
     refuses the file; control characters are deleted from free-text columns (each such cell
-    noted in ``cleaned`` as (row number, column, count)) and shown as ``\\xHH`` anywhere else.
+    noted in ``cleaned`` as (row number, column, count)) and shown as ``\\xHH`` anywhere else
+    (noted in ``escaped``).
 
     In Arrow compute, all columns end to end in one array, so that a file costs a few compute
     calls and not a few per column (a file has a few hundred rows: per-call overhead is what
@@ -760,7 +765,7 @@ def _split_rows(
             i = pc.index(pc.utf8_length(text), longest).as_py()
             raise cell_too_long(numbers[i % n], labels[i // n], longest, _LIMITS.get())
         if pc.any(pc.match_substring_regex(text, CONTROL_RE2)).as_py():
-            text = _clean_controls(text, n, names, numbers, cleaned)
+            text = _clean_controls(text, n, names, numbers, cleaned, escaped)
     cells = pc.if_else(pc.is_in(text, value_set=_NONE_VALUES), _NULL_TEXT, text)
     filled_at = cells.is_valid().to_numpy(zero_copy_only=False).reshape(k, n)
     filled = filled_at.sum(axis=0)
@@ -791,7 +796,12 @@ def _split_rows(
 
 
 def _clean_controls(
-    text: pa.Array, n: int, names: Sequence[str], numbers: Sequence[int], cleaned: list | None
+    text: pa.Array,
+    n: int,
+    names: Sequence[str],
+    numbers: Sequence[int],
+    cleaned: list | None,
+    escaped: list | None = None,
 ) -> pa.Array:
     """Cells without control characters (the rare path): deleted in free text, else \\xHH."""
     values = text.to_pylist()
@@ -806,6 +816,8 @@ def _clean_controls(
                 cleaned.append((int(numbers[i % n]), name, count))
         else:
             values[i] = escape_controls(value)
+            if escaped is not None:
+                escaped.append((int(numbers[i % n]), name, len(CONTROL_CHARS.findall(value))))
     return pa.array(values, type=pa.string())
 
 
@@ -882,6 +894,7 @@ def _assemble(
     first_j = next((j for j, text in enumerate(header) if text.strip()), 0)
     body = grid[data_start:]
     cleaned: list[tuple[int, str, int]] = []
+    escaped: list[tuple[int, str, int]] = []
     data, totals = _split_rows(
         body,
         numbers[data_start:],
@@ -893,6 +906,7 @@ def _assemble(
         # column (typically 序号), as clerks often write it there.
         first_column=(first_j, header[first_j].strip()) if first_j not in picked.values() else None,
         cleaned=cleaned,
+        escaped=escaped,
     )
     if not len(data):
         return _refused(kind, "EMPTY", "文件有表头但没有数据行。请填写数据后重新报送。", file_name=file_name)
@@ -904,6 +918,7 @@ def _assemble(
         unit_factors=unit_factors,
         unknown_columns=unknown,
         control_chars=tuple(cleaned),
+        control_escaped=tuple(escaped),
     )
 
 
@@ -1063,11 +1078,21 @@ def _read_bounded(content: bytes, file_name: str, kind: str | None, fmt: str) ->
             f"文件无法读取：{exc}。请用 Excel 或 WPS 另存为 .xlsx，或 UTF-8 编码的 .csv，然后重新报送。",
             file_name=file_name,
         )
+    except MemoryError:
+        logger.exception("reading %s ran out of memory", file_name)
+        result = _refused(
+            kind,
+            "READ_MEMORY",
+            "文件读取占用内存过多：读取时内存不足，已停止读取（文件可能内容异常或过大）。"
+            "请删去多余的内容，按模板填写后重新报送。",
+            file_name=file_name,
+            bound="read_max_memory_mb",
+        )
     except Exception as exc:  # noqa: BLE001 - whatever a file does, it refuses only itself
         logger.exception("reading %s failed", file_name)
         result = _refused(
             kind,
-            "UNREADABLE",
+            "READ_FAILED",
             f"文件无法读取：读取时发生意外错误（{type(exc).__name__}），文件可能已损坏或内容异常。"
             "请用 Excel 或 WPS 另存为 .xlsx，或 UTF-8 编码的 .csv，然后重新报送。",
             file_name=file_name,
@@ -1085,8 +1110,10 @@ def read_return(
     ``kind`` (progress, funding, plan) is detected from the header when None. The file format is
     detected from the bytes (and the name, for JSON); CSV encodings are detected too. ``limits``
     (default: the settings' ``GAIBAO_READ_MAX_*``) bound what reading the file may cost: past one,
-    the file is refused as ``TOO_LARGE``. Any other failure while reading refuses the file as
-    ``UNREADABLE``: one file can only ever hurt itself.
+    the file is refused as ``TOO_LARGE``; out of memory, as ``READ_MEMORY``. Any other failure
+    while reading (a fault of the reader, not a finding about the file) refuses the file as
+    ``READ_FAILED``: one file can only ever hurt itself. The wall-time and memory bounds per
+    file are ``tasks.readpool``'s: it runs this in a reader process.
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")

@@ -123,6 +123,8 @@ def home(tmp_path: Path) -> Path:
         (["ingest", "--period", "2018-12", "--county", "999999"], ["999999", "不是已知的县区"]),
         (["status", "--period", "2018-12", "--county", "999999"], ["999999"]),
         (["rules", "impact", "--since", "2018-13"], ["--since '2018-13'"]),
+        (["pack", "--period", "2018-13"], ["'2018-13'", "报告期"]),
+        (["receipts", "--period", "../x"], ["'../x'"]),
     ],
 )
 def test_bad_options_are_one_line_and_exit_3(home: Path, args: list[str], needles: list[str]) -> None:

@@ -54,7 +54,8 @@ def test_cli_builds_and_sends_once(demo_home: Path) -> None:
 
 def test_cli_refuses_a_bad_period(demo_home: Path) -> None:
     result = CliRunner().invoke(cli(), ["--period", "2018-13"])
-    assert result.exit_code == 2 and "YYYY-MM" in result.output
+    # 3: an option refused before anything runs (README, exit codes), as ingest/backfill/status
+    assert result.exit_code == 3 and "YYYY-MM" in result.output
 
 
 @pytest.mark.slow
