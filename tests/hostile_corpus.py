@@ -936,17 +936,20 @@ def build_corpus(
     *,
     valid: Sequence[str] = (),
     outside: Path,
+    other_county: str | None = None,
     unknown_county: str = "999999",
     http: Any = None,
     cases: Sequence[Case] = CASES,
 ) -> Corpus:
     """Each case in its own county's folder (``counties[i]`` for ``cases[i]``), and valid returns
-    of the ``valid`` counties beside them. Writes ``GAIBAO_SOURCES`` (``home/sources.yaml``) when
+    of the ``valid`` counties beside them (none: the caller's inbox holds them, and
+    ``other_county`` names one of its counties). Writes ``GAIBAO_SOURCES`` (``home/sources.yaml``) when
     a case needs a source of its own; returns the settings to set in ``Corpus.env``."""
     if len(counties) < len(cases):
         raise ValueError(f"{len(cases)} cases need as many counties, got {len(counties)}")
-    if not valid:
-        raise ValueError("the corpus needs at least one valid county (WRONG_COUNTY names it)")
+    other_county = other_county or (valid[0] if valid else None)
+    if other_county is None:
+        raise ValueError("the corpus needs a known county beside it (WRONG_COUNTY names it)")
     inbox = home / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     outside.mkdir(parents=True, exist_ok=True)
@@ -956,7 +959,7 @@ def build_corpus(
     expected: list[Expect] = []
     for case, county in zip(cases, counties, strict=False):
         ctx = BuildContext(
-            county=county, period=period, inbox=inbox, outside=outside, other_county=valid[0],
+            county=county, period=period, inbox=inbox, outside=outside, other_county=other_county,
             unknown_county=unknown_county, http=http, sources=sources, env=env,
         )  # fmt: skip
         for exp in case.build(ctx):
