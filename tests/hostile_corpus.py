@@ -837,7 +837,9 @@ GAP_CASES: list[Case] = [
 
 def _slow_file(ctx: BuildContext) -> list[Expect]:
     # within every static bound (99,000 rows x 50 columns < 5,000,000 cells) but slow to read:
-    # seconds of pure Python, against a 3 s bound that the valid returns (milliseconds) never near
+    # seconds of pure Python (3-4 s on an idle 2-core machine), against a 1 s bound that the valid
+    # returns (milliseconds) never near. Run beside valid returns only: the other cases' larger
+    # files (the 10 MB cell, the 65 MiB file) may take a second under load
     name = ctx.name("进展", ".csv")
     header = _csv(_rows(ctx, 1)).split(b"\r\n", 1)[0]
     width = header.count(b",") + 1
@@ -846,13 +848,14 @@ def _slow_file(ctx: BuildContext) -> list[Expect]:
     with (ctx.folder / name).open("wb") as fh:
         fh.write(header + extra + b"\r\n")
         fh.write(line * 99_000)
-    ctx.env.update(GAIBAO_READ_MAX_SECONDS="3")
+    ctx.env.update(GAIBAO_READ_MAX_SECONDS="1")
     return [Expect(ctx.county, name, "refused", "READ_TIMEOUT")]
 
 
 def _hungry_file(ctx: BuildContext) -> list[Expect]:
-    # 60 MB of CSV within every static bound: cells of 2,000 characters, 30,000 of them. Read,
-    # decoded and split into Python strings it holds several hundred MB, past a 384 MB bound
+    # 60 MB of CSV within every static bound: cells of 2,000 characters, 10,000 of them. Read,
+    # decoded and split into strings it holds 470 MB (a reader starts at about 110 MB), past a
+    # 200 MB bound within its first second
     name = ctx.name("进展", ".csv")
     rows = _rows(ctx, 1)
     head = _csv(rows, extra_columns={f"附{i}": "" for i in range(10)})
@@ -863,7 +866,7 @@ def _hungry_file(ctx: BuildContext) -> list[Expect]:
     with (ctx.folder / name).open("wb") as fh:
         fh.write(header + b"\r\n")
         fh.write(line * 1000)
-    ctx.env.update(GAIBAO_READ_MAX_MEMORY_MB="384")
+    ctx.env.update(GAIBAO_READ_MAX_MEMORY_MB="200")
     return [Expect(ctx.county, name, "refused", "READ_MEMORY")]
 
 
@@ -882,8 +885,8 @@ def _judge_crash(ctx: BuildContext) -> list[Expect]:
 
 
 BOUNDS_CASES: list[Case] = [
-    Case("read_timeout", "a CSV within every static bound that takes seconds to read (GAIBAO_READ_MAX_SECONDS=3)", _slow_file, needs="h-bounds"),
-    Case("read_memory", "60 MB of 2,000-character cells (GAIBAO_READ_MAX_MEMORY_MB=384)", _hungry_file, needs="h-bounds"),
+    Case("read_timeout", "a CSV within every static bound that takes seconds to read (GAIBAO_READ_MAX_SECONDS=1)", _slow_file, needs="h-bounds"),
+    Case("read_memory", "60 MB of 2,000-character cells (GAIBAO_READ_MAX_MEMORY_MB=200)", _hungry_file, needs="h-bounds"),
     Case("reader_crash", "a file whose reader process dies (failure injection GAIBAO_TEST_READER_CRASH)", _reader_crash, needs="h-bounds"),
     Case("judge_crash", "a file whose judging raises (failure injection GAIBAO_TEST_JUDGE_FAIL)", _judge_crash, needs="h-bounds"),
 ]  # fmt: skip
