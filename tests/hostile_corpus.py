@@ -870,11 +870,23 @@ def _hungry_file(ctx: BuildContext) -> list[Expect]:
     return [Expect(ctx.county, name, "refused", "READ_MEMORY")]
 
 
+def reader_crash_file_name(period: str) -> str:
+    """The file name whose reader dies (``GAIBAO_TEST_READER_CRASH``). The readers read that
+    setting when their forkserver starts, once per process: set it before the first file is read
+    (``tests/test_hostile_corpus.py`` does at import)."""
+    y, m = period.split("-")
+    return f"进展_{y}年{int(m)}月_读取崩溃.csv"
+
+
 def _reader_crash(ctx: BuildContext) -> list[Expect]:
-    name = ctx.name("进展", "_崩溃.csv")
+    name = reader_crash_file_name(ctx.period)
     (ctx.folder / name).write_bytes(_csv(_rows(ctx)))
     ctx.env.update(GAIBAO_TEST_READER_CRASH=name)  # the reader reading this file dies (os._exit)
-    return [Expect(ctx.county, name, "refused", "READ_FAILED")]
+
+    def check(obs: Observed, sub: pd.Series) -> None:
+        assert os.environ.get("GAIBAO_TEST_READER_CRASH") == name, "set it before the readers start"
+
+    return [Expect(ctx.county, name, "refused", "READ_FAILED", check=check)]
 
 
 def _judge_crash(ctx: BuildContext) -> list[Expect]:
