@@ -2,7 +2,7 @@
 
     python benchmarks/national.py [--quick] [--scale S] [--data DIR] [--work DIR]
                                   [--warehouse-url URL | --postgres] [--task-runner default|dask]
-                                  [--profile FILE]
+                                  [--profile FILE] [--hostile]
 
 1. Generates the month once (``benchmarks/gen_national.py``) into ``benchmarks/out/national-<scale>/``
    and reuses it afterwards; generation is not part of any figure.
@@ -16,6 +16,14 @@
    (``tasks.normalise``), write the Parquet lake (``Lake.stage``) and the SQL fact table
    (``warehouse.store.bulk_insert``) in one transaction; no rules, no Prefect. Prints the ratio.
 4. An unchanged rerun of the flow over the same home (every file is already known).
+
+``--hostile`` adds the hostile corpus (``tests/hostile_corpus.py``, ``docs/hostile-corpus.md``) to
+the month: the home gets its own inbox (the month's files hard-linked, or copied across file
+systems), where as many counties as there are cases give up their valid returns for one case each
+(a real HTTP server on loopback plays the trickling platform). After the ingest it prints each
+case's expected and recorded outcome and checks that every other county's returns were accepted;
+the figures are the same (the floor reads the month's own files only). The last line gains
+``hostile_cases``, ``hostile_ok`` and ``valid_ok`` (valid counties accepted / expected).
 
 Peak RSS is ``ru_maxrss`` of this process (``RUSAGE_SELF``) read right after the ingest, before the
 floor runs. ``peak_rss_tree_mb`` adds the reader processes (``tasks.readpool``) or Dask workers (their PSS:
@@ -93,8 +101,17 @@ def _files(inbox: Path) -> list[Path]:
     return sorted(p for d in inbox.iterdir() if d.is_dir() for p in d.iterdir() if p.is_file())
 
 
-def prepare_home(home: Path, url: str, data: Path) -> None:
-    """A fresh warehouse with the benchmark's divisions and five-year plan."""
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+def prepare_home(home: Path, url: str, data: Path, own_inbox_without: set[str] | None = None) -> None:
+    """A fresh warehouse with the benchmark's divisions and five-year plan. ``own_inbox_without``:
+    the home gets an inbox of its own, the month's files linked in except these counties' (the
+    hostile corpus goes there); otherwise the inbox is a link to the month's."""
     import pandas as pd
 
     from tasks.plan import load_plan_file
@@ -103,7 +120,14 @@ def prepare_home(home: Path, url: str, data: Path) -> None:
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    (home / "inbox").symlink_to(data / "inbox", target_is_directory=True)
+    if own_inbox_without is None:
+        (home / "inbox").symlink_to(data / "inbox", target_is_directory=True)
+    else:
+        for folder in sorted((data / "inbox").iterdir()):
+            if folder.is_dir() and folder.name not in own_inbox_without:
+                (home / "inbox" / folder.name).mkdir(parents=True)
+                for path in folder.iterdir():
+                    _link_or_copy(path, home / "inbox" / folder.name / path.name)
     with Warehouse(url, home) as wh:
         wh.upgrade()
         divisions = pd.read_csv(data / "divisions.csv", dtype=str)
@@ -313,6 +337,90 @@ def io_floor(files: list[Path], home: Path, url: str) -> tuple[float, int]:
     return seconds, rows
 
 
+def _utc_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+class HostileMonth:
+    """The hostile corpus (``tests/hostile_corpus.py``) in a national month's home: the last
+    counties of the month's divisions each give up their valid returns for one case; every other
+    county keeps its own. A real HTTP server on loopback plays the trickling platform."""
+
+    def __init__(self, data: Path, home: Path, outside: Path) -> None:
+        import pandas as pd
+
+        from tests.hostile_corpus import CASES
+
+        self.data, self.home, self.outside = data, home, outside
+        self.cases = list(CASES)
+        codes = sorted(pd.read_csv(data / "divisions.csv", dtype=str)["county_code"])
+        self.counties = codes[-len(self.cases) :]
+        self.other = codes[0]
+        unknown = 999999
+        while f"{unknown}" in set(codes):
+            unknown -= 1
+        self.unknown = f"{unknown}"
+        self.valid_counties = [c for c in codes if c not in set(self.counties)]
+        self.http = None
+        self.corpus = None
+
+    def build(self) -> None:
+        from tests.hostile_corpus import build_corpus
+        from tests.servers import FaultyHttpServer
+
+        self.http = FaultyHttpServer(trickle_s=1.0).__enter__()
+        t0 = time.perf_counter()
+        self.corpus = build_corpus(
+            self.home, PERIOD, self.counties, outside=self.outside, other_county=self.other,
+            unknown_county=self.unknown, http=self.http, cases=self.cases,
+        )  # fmt: skip
+        os.environ.update(self.corpus.env)
+        print(
+            f"hostile corpus: {len(self.cases)} cases, {len(self.corpus.expected)} expected outcomes, in "
+            f"counties {self.counties[0]}…{self.counties[-1]} (built in {time.perf_counter() - t0:.1f} s, "
+            "not counted)",
+            flush=True,
+        )
+
+    def verify(self, summary: dict, started: Any, ended: Any) -> dict[str, int]:
+        from gaibao.settings import get_settings
+        from tests.hostile_corpus import format_report, no_control_bytes_in_outputs, verify
+        from warehouse.store import Warehouse
+
+        with Warehouse.from_settings(get_settings()) as wh:
+            report, problems = verify(self.corpus, wh, summary, started, ended)
+            subs = wh.read_table("submission", where={"period": PERIOD})
+        print(format_report(report), flush=True)
+        valid = subs[subs["county_code"].isin(self.valid_counties)]
+        expected_files = sum(
+            1 for c in self.valid_counties for p in (self.home / "inbox" / c).iterdir() if p.is_file()
+        )
+        accepted = int((valid["status"] == "accepted").sum())
+        print(
+            f"valid counties: {accepted} of {expected_files} files accepted "
+            f"({valid['status'].value_counts().to_dict()})",
+            flush=True,
+        )
+        for problem in problems:
+            print(f"HOSTILE CASE FAILED: {problem}", flush=True)
+        dirty = no_control_bytes_in_outputs(self.home)
+        if dirty:
+            print(f"NUL or ESC in outputs: {dirty}", flush=True)
+        return {
+            "hostile_cases": len(self.corpus.expected),
+            "hostile_ok": sum(1 for r in report if r["ok"] and r["case"] != "valid"),
+            "valid_ok": accepted,
+            "valid_files": expected_files,
+        }
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.__exit__(None, None, None)
+            self.http = None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the size (scale 0.1)")
@@ -333,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task-runner", default="default", choices=["default", "dask"])
     parser.add_argument("--no-floor", action="store_true", help="skip the I/O floor")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the ingest here")
+    parser.add_argument(
+        "--hostile", action="store_true", help="add the hostile corpus (tests/hostile_corpus.py) to the month"
+    )
     args = parser.parse_args(argv)
     _quiet_env()
     logging.basicConfig(level=logging.WARNING)
@@ -364,10 +475,16 @@ def main(argv: list[str] | None = None) -> int:
             return args.warehouse_url
         return f"sqlite:///{work / name / 'warehouse.db'}"
 
+    hostile = None
     try:
         home = work / "ingest"
         url = fresh_url("ingest")
-        prepare_home(home, url, data)
+        if args.hostile:
+            hostile = HostileMonth(data, home, work / "outside")
+            prepare_home(home, url, data, own_inbox_without=set(hostile.counties))
+            hostile.build()
+        else:
+            prepare_home(home, url, data)
         _settings_env(home, url)
         server_s = start_prefect()
         speed = machine_speed()
@@ -395,9 +512,11 @@ def main(argv: list[str] | None = None) -> int:
             profiler = cProfile.Profile()
             profiler.enable()
         t0 = time.perf_counter()
+        started = _utc_now()
         with TreeRss() as tree:
             summary, run_id = run_flow(args.task_runner)
         wall = time.perf_counter() - t0
+        ended = _utc_now()
         if profiler:
             profiler.disable()
             profiler.dump_stats(str(args.profile))
@@ -427,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"steps' busy cores (CPU s / wall s, process tree): {step_cores(spans, tree.cpu)}", flush=True
             )
 
+        if hostile is not None:
+            hostile_result = hostile.verify(summary, started, ended)
+
         t0 = time.perf_counter()
         again, _ = run_flow(args.task_runner)
         rerun = time.perf_counter() - t0
@@ -442,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     finally:
+        if hostile is not None:
+            hostile.close()
         if created_db:
             import sqlalchemy as sa
 
@@ -470,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         "speed_python_s": speed["python"],
         "speed_hash_s": speed["hash"],
     }
+    if hostile is not None:
+        result.update(hostile_result)
     print(json.dumps(result))
     return 0
 
