@@ -497,6 +497,7 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
     # (kind, county) -> corrected period whose later returns a run that stopped did not re-judge
     pending = read_pending(warehouse)
     starts = list(files.by_period) + [_next(p) for p in pending.values() if _next(p) <= scan.period]
+    blocked: set[tuple[str, str]] = set()  # keys whose re-judging an archive fault stopped
     if starts:
         dirty: set[tuple[str, str]] = set()  # (kind, county) whose later returns must be re-judged
         for period in period_range(min(starts), scan.period):
@@ -511,6 +512,17 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
             rejudged_ids = [str(r["submission_id"]) for r in archived]
             warnings_before = _warnings(warehouse, [str(b["submission_id"]) for b in before.values()])
             gathered = gather_period(settings, period, [ChunkResult(fresh, {}, [])], archived)
+            for fault in gathered.archive_faults:
+                # an archived return that cannot be read back (its object is corrupt) cannot be
+                # re-judged: its key stays pending for the next night, and the engineers are told
+                county = str(fault["county_code"])
+                blocked |= {key for key in dirty_before if key[1] == county}
+                report.problems[(county, period)] = {
+                    "reason": "存档的原始文件损坏，未能按更正重新判定该期（下次夜间运行重试）",
+                    "source": f"archive {fault.get('sha256', '')}",
+                    "error": str(fault.get("error", "")),
+                    "attempts": 1,
+                }
             judged = judge_period(warehouse, settings, gathered)
             load_judged(warehouse, judged)
             after = _current(warehouse, period, counties)
@@ -569,7 +581,7 @@ def apply_corrections(warehouse, settings: Settings, files: CorrectionFiles) -> 
                 now = after.get(key)
                 if now is not None and now["submission_id"] not in fresh_ids:
                     dirty.discard(key)
-    done = {key for key, since in pending.items() if _next(since) <= scan.period}
+    done = {key for key, since in pending.items() if _next(since) <= scan.period} - blocked
     record_scan(warehouse, scan, set(files.unreachable), done=done)
     return report
 

@@ -315,6 +315,7 @@ def _judge_batch(
         kind, typed, previous, raw=raw, unit_factors=factors, suite_findings=suite_findings, engine=engine
     )
     del raw  # judged: the written forms are in the findings now
+    findings = _drop_missing_where_mistyped(kind, findings, type_findings)
     judged = [(s, c) for s, c in ordered if s not in refusals]
     mismatch = _total_mismatch(kind, judged, typed)
     findings = _concat([type_findings, findings, mismatch, _control_findings(kind, judged)])
@@ -643,6 +644,43 @@ def judge_file_returns(
         judged.sheet_name = one.sheet_name
         out.append(judged)
     return out
+
+
+def _not_null_rules(kind: str) -> frozenset[str]:
+    from tasks.validate import load_suite
+
+    return frozenset(
+        e["meta"]["rule"]
+        for e in load_suite(kind)["expectations"]
+        if e["type"] == "expect_column_values_to_not_be_null"
+    )
+
+
+def _drop_missing_where_mistyped(kind: str, findings: pd.DataFrame, type_findings: pd.DataFrame) -> pd.DataFrame:
+    """A cell whose value is not a number or date (``TYPE_*``, naming the value) was filled in:
+    the suite's "「…」未填写" finding for that same cell would contradict it, so it is dropped
+    (issue 16: NaN, Infinity or "abc" were also called 未填写)."""
+    if type_findings.empty or findings.empty:
+        return findings
+    findings = findings.reset_index(drop=True)
+    candidates = findings[findings["rule"].isin(_not_null_rules(kind)) & findings["row_number"].notna()]
+    if candidates.empty:
+        return findings
+    mistyped = set(
+        zip(
+            type_findings["submission_id"].astype(str),
+            type_findings["row_number"].astype("int64"),
+            type_findings["column_name"].astype(str),
+            strict=True,
+        )
+    )
+    drop = [
+        (str(s), int(r), str(c)) in mistyped
+        for s, r, c in zip(
+            candidates["submission_id"], candidates["row_number"], candidates["column_name"], strict=True
+        )
+    ]
+    return findings.drop(index=candidates.index[drop])
 
 
 # --------------------------------------------------------------------------------------------

@@ -143,6 +143,7 @@ def test_hostile_corpus_bounds_cases(
     _run_corpus(gaibao_home, tmp_path, monkeypatch, [case], valid=VALID[:2])
 
 
+@pytest.mark.skipif(not GAP_CASES, reason="GAP_CASES is empty: every known gap is a case now")
 @pytest.mark.skipif(
     os.environ.get("GAIBAO_TEST_CORPUS_GAPS") != "1",
     reason="GAP_CASES: outcomes main does not give yet (docs/hostile-corpus.md); GAIBAO_TEST_CORPUS_GAPS=1 runs them",

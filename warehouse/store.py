@@ -78,6 +78,7 @@ import sqlalchemy as sa
 from warehouse import lake as lakemod
 from warehouse import migrate
 from warehouse.archive import Archive
+from warehouse.frames import result_frame
 from warehouse.lake import Lake, RemoteLake, arrow_schema, frame_to_arrow
 from warehouse.schema import (
     FACT_TABLES,
@@ -799,13 +800,13 @@ class Warehouse:
         q = q.order_by(*pk)
         with self.engine.connect() as conn:
             result = conn.execute(q)
-            return pd.DataFrame(result.all(), columns=list(result.keys()))
+            return result_frame(result)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Run one SELECT with bound parameters (``:name`` placeholders)."""
         with self.engine.connect() as conn:
             result = conn.execute(sa.text(sql), params or {})
-            return pd.DataFrame(result.all(), columns=list(result.keys()))
+            return result_frame(result)
 
     def submissions(
         self, period: str | None = None, county: str | None = None, kind: str | None = None
