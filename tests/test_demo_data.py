@@ -22,7 +22,7 @@ from gaibao.demo import RULES, TAIHE_FUNDING, DemoManifest, generate_demo
 from gaibao.returnfiles import FileStyle, header_for, write_return
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.append(str(ROOT / "benchmarks"))  # after the packages: benchmarks/portal.py must not shadow portal/
 from gen_national import generate_national  # noqa: E402
 
 _FULL = str.maketrans("０１２３４５６７８９", "0123456789")
