@@ -527,6 +527,7 @@ def _schema_fingerprint(url: str) -> dict:
 def test_db_upgrade_builds_the_whole_schema_on_a_fresh_database_and_is_idempotent(
     pg_server_url: str, gaibao_home: Path
 ) -> None:
+    from portal.schema import metadata as portal_metadata
     from reports.schema import metadata as reports_metadata
 
     name = f"gaibao_mig_{uuid.uuid4().hex[:8]}"
@@ -547,7 +548,9 @@ def test_db_upgrade_builds_the_whole_schema_on_a_fresh_database_and_is_idempoten
             fingerprints.append(_schema_fingerprint(url))
         first, second = fingerprints
         tables = {t for t in first if not t.startswith("_")}
-        assert tables == set(metadata.tables) | set(reports_metadata.tables) | {"alembic_version"}
+        # the portal's tables (migration 0010) have their own MetaData until issue 15 makes it one
+        expected = set(metadata.tables) | set(reports_metadata.tables) | set(portal_metadata.tables)
+        assert tables == expected | {"alembic_version"}
         assert len(first["_alembic"]) == 1 and first["_divisions"] > 0
         assert second == first  # the second upgrade changed nothing
     finally:
@@ -593,6 +596,9 @@ def test_demo_nightly_on_postgres_gives_the_sqlite_figures(
         monkeypatch.setenv("GAIBAO_HOME", str(home))
         monkeypatch.setenv("GAIBAO_WAREHOUSE_URL", url)
         monkeypatch.delenv("GAIBAO_SOURCES", raising=False)
+        # one night of 2018-12 on both dialects: the late-corrections scan would also load the
+        # base's never-loaded earlier months (tests/test_corrections.py covers that)
+        monkeypatch.setenv("GAIBAO_CORRECTION_MONTHS", "0")
         get_settings.cache_clear()
         summaries[backend] = nightly_ingest(period=period)
         w = Warehouse(url, home)
