@@ -28,6 +28,7 @@ from markupsafe import Markup
 from reports import periods
 from reports.render import Figure
 from reports.sections import Col, Section, html_row_strings
+from warehouse.frames import result_frame
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,7 @@ PROJECT_FACT_COLUMNS = (
 
 
 def _frame(conn: sa.Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    res = conn.execute(sa.text(sql), params)
-    return pd.DataFrame(res.all(), columns=list(res.keys()))
+    return result_frame(conn.execute(sa.text(sql), params))
 
 
 def _in(column: str, values: frozenset[str] | None, prefix: str) -> tuple[str, dict[str, str]]:

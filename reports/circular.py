@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from reports import periods
 from reports.render import Figure
 from reports.sections import Col, Section
+from warehouse.frames import result_frame
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ OVERDUE_COLUMNS = [
 
 def _frame(conn: sa.Connection, query: Any) -> pd.DataFrame:
     res = conn.execute(query)
-    return pd.DataFrame(res.all(), columns=list(res.keys()))
+    return result_frame(res)
 
 
 def _settings(settings: Any) -> Any:

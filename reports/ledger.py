@@ -16,6 +16,7 @@ from reports import periods
 from reports.exceptions import CATEGORIES
 from reports.render import Figure
 from reports.sections import Col, Section
+from warehouse.frames import result_frame
 
 CLOSED_BY_ZH = {
     "COMPLETED": "已竣工",
@@ -220,7 +221,7 @@ def load_ledger(engine: sa.Engine, period: str, county_code: str | None = None) 
         frames = []
         for q in (q_p, q_e):
             res = conn.execute(q)
-            frames.append(pd.DataFrame(res.all(), columns=list(res.keys())))
+            frames.append(result_frame(res))
         names = dict(conn.execute(sa.select(ref_division.c.county_code, ref_division.c.county_name)).all())
     projects, events = frames
     for f in (projects, events):

@@ -21,6 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from gaibao.contract import BUILDING, COMPLETED, EQUIPMENT, IN_PROGRESS, NOT_STARTED
+from warehouse.frames import result_frame
 from warehouse.schema import (
     fact_funding,
     fact_progress,
@@ -297,7 +298,7 @@ def _aggregate(
     # by one parallel scan of the table or by the index, as it finds cheaper.
     for where in [f.c.period >= from_period, *matching_keys(conn, f, carried, per_statement=None)]:
         res = conn.execute(by_key.where(where))
-        frames.append(pd.DataFrame(res.all(), columns=list(res.keys())))
+        frames.append(result_frame(res))
     agg = pd.concat(frames, ignore_index=True)
     mixed = agg["submission_id"] != agg.pop("_last_submission_id")
     if mixed.any():
@@ -307,7 +308,7 @@ def _aggregate(
         parts = [agg[~mixed]]
         for c, p in agg.loc[mixed, ["county_code", "period"]].itertuples(index=False, name=None):
             res = conn.execute(by_submission.where(f.c.county_code == c, f.c.period == p))
-            parts.append(pd.DataFrame(res.all(), columns=list(res.keys())))
+            parts.append(result_frame(res))
         agg = pd.concat(parts, ignore_index=True)
     agg = agg.drop_duplicates("submission_id")
     # Only accepted submissions (the fact tables hold nothing else, but say so), with is_late.
